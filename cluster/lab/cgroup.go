@@ -1,0 +1,251 @@
+package lab
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// v1Controllers are the cgroup v1 hierarchies a node gets a cgroup in:
+// CPU for its quota and accounting, memory and pids for accounting and
+// limits, freezer so that a whole node can be stopped.
+var v1Controllers = []string{"cpu", "cpuacct", "memory", "pids", "freezer"}
+
+// cgroupRoots returns the mount points of the hierarchies the lab uses
+// (cgroup v1's wanted controllers, or the cgroup v2 root), and whether it
+// is v2.
+func cgroupRoots() ([]string, bool) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	var v1 []string
+	v2 := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 {
+			continue
+		}
+		switch fields[2] {
+		case "cgroup":
+			for _, opt := range strings.Split(fields[3], ",") {
+				if contains(v1Controllers, opt) {
+					if !contains(v1, fields[1]) {
+						v1 = append(v1, fields[1])
+					}
+					break
+				}
+			}
+		case "cgroup2":
+			if fields[1] == "/sys/fs/cgroup" {
+				v2 = fields[1]
+			}
+		}
+	}
+	if len(v1) > 0 {
+		sort.Strings(v1)
+		return v1, false
+	}
+	if v2 != "" {
+		return []string{v2}, true
+	}
+	return nil, false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Lab) cgroupParent(root string) string {
+	return filepath.Join(root, "ssi-lab", l.opts.Name)
+}
+
+// cgroupDirs are node k's cgroups, one per hierarchy.
+func (l *Lab) cgroupDirs(k int) []string {
+	roots, _ := cgroupRoots()
+	var dirs []string
+	for _, r := range roots {
+		dirs = append(dirs, filepath.Join(l.cgroupParent(r), nodeName(k)))
+	}
+	return dirs
+}
+
+func (l *Lab) buildCgroups(k int) error {
+	roots, v2 := cgroupRoots()
+	if len(roots) == 0 {
+		return errors.New("no cgroup hierarchy mounted under /sys/fs/cgroup")
+	}
+	if v2 {
+		// Controllers must be enabled on every level above the node.
+		for _, d := range []string{roots[0], filepath.Join(roots[0], "ssi-lab"), l.cgroupParent(roots[0])} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+			_ = os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+cpu +memory +pids"), 0o644)
+		}
+	}
+	for _, d := range l.cgroupDirs(k) {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if l.opts.CPUQuota > 0 {
+		return l.setCPUQuota(k, l.opts.CPUQuota)
+	}
+	return nil
+}
+
+// setCPUQuota lets node k use cpus CPUs' worth of time per period.
+func (l *Lab) setCPUQuota(k int, cpus float64) error {
+	const period = 100000
+	quota := strconv.Itoa(int(cpus * period))
+	for _, d := range l.cgroupDirs(k) {
+		if _, err := os.Stat(filepath.Join(d, "cpu.max")); err == nil {
+			return os.WriteFile(filepath.Join(d, "cpu.max"), []byte(quota+" "+strconv.Itoa(period)), 0o644)
+		}
+		if _, err := os.Stat(filepath.Join(d, "cpu.cfs_quota_us")); err == nil {
+			if err := os.WriteFile(filepath.Join(d, "cpu.cfs_period_us"), []byte(strconv.Itoa(period)), 0o644); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(d, "cpu.cfs_quota_us"), []byte(quota), 0o644)
+		}
+	}
+	return errors.New("no cpu controller: cannot set --cpu-quota")
+}
+
+func (l *Lab) cgroupsExist(k int) bool {
+	dirs := l.cgroupDirs(k)
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err != nil {
+			return false
+		}
+	}
+	return len(dirs) > 0
+}
+
+func (l *Lab) anyCgroupExists(k int) bool {
+	for _, d := range l.cgroupDirs(k) {
+		if _, err := os.Stat(d); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupNodes lists the node indexes that have a cgroup left.
+func (l *Lab) cgroupNodes() []int {
+	roots, _ := cgroupRoots()
+	var ks []int
+	for _, r := range roots {
+		entries, _ := os.ReadDir(l.cgroupParent(r))
+		for _, e := range entries {
+			if k, ok := nodeIndex(e.Name()); ok && e.IsDir() {
+				ks = append(ks, k)
+			}
+		}
+	}
+	return ks
+}
+
+// cgroupPids lists every process in node k's cgroups and their children.
+func (l *Lab) cgroupPids(k int) []int {
+	seen := map[int]bool{}
+	for _, d := range l.cgroupDirs(k) {
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || !e.IsDir() {
+				return nil
+			}
+			b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					seen[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	var pids []int
+	for p := range seen {
+		pids = append(pids, p)
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// killCgroup SIGKILLs everything in node k until nothing is left: a
+// process may fork while it is being killed.
+func (l *Lab) killCgroup(k int) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		pids := l.cgroupPids(k)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v of %s survive SIGKILL", pids, nodeName(k))
+		}
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// removeCgroups removes node k's cgroups, innermost first. A cgroup whose
+// last task is still exiting is busy for a moment: retry until a deadline.
+func (l *Lab) removeCgroups(k int) error {
+	var errs []error
+	for _, d := range l.cgroupDirs(k) {
+		var dirs []string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := rmdirRetry(dirs[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func rmdirRetry(d string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := syscall.Rmdir(d)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("rmdir %s: %w", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// removeCgroupParents removes the lab's cgroup parents if they are empty.
+func (l *Lab) removeCgroupParents() {
+	roots, _ := cgroupRoots()
+	for _, r := range roots {
+		_ = syscall.Rmdir(l.cgroupParent(r))
+		_ = syscall.Rmdir(filepath.Join(r, "ssi-lab"))
+	}
+}

@@ -1,0 +1,389 @@
+// Package lab builds an N-node ssi cluster on one machine: each node is a
+// network namespace on a private bridge with its own address, a mount
+// namespace of its own (pinned under the lab's directory, with its own
+// /run/ssi and /var/lib/ssi, and later its own /cluster), a cgroup with an
+// optional CPU quota, a state directory, and an agent.
+//
+// Every resource is named after the lab, so Down finds and removes all of
+// them even when the lab was half built or its record is lost, and several
+// labs (distinct names) can coexist, e.g. for tests running in parallel.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// MaxNodes bounds a lab: addresses are subnet hosts 11 to 10+MaxNodes.
+const MaxNodes = 200
+
+// ErrNoLab means the lab has not been brought up.
+var ErrNoLab = errors.New("lab is not up (run: ssi lab up --nodes N)")
+
+// ErrNoNode means the name is not a node of the lab.
+var ErrNoNode = errors.New("no such node")
+
+// Options configure a lab. Zero values are filled from the lab's record
+// when it exists.
+type Options struct {
+	Name     string  // up to 8 lowercase letters or digits
+	Dir      string  // parent of the lab's own directory
+	Subnet   string  // IPv4 prefix, /24 or wider
+	Nodes    int     // for Up
+	CPUQuota float64 // CPUs per node; 0: unlimited
+	// Binary is the ssi binary run as each node's agent; empty runs no
+	// agents (a lab of bare nodes, for tests of lower layers).
+	Binary string
+	// AgentArgs are extra arguments for every agent.
+	AgentArgs []string
+	// Out receives progress lines; nil discards them.
+	Out io.Writer
+}
+
+// record is what Up leaves in lab.json so that later commands (exec, kill,
+// start) act on the lab as it was built.
+type record struct {
+	Nodes     int      `json:"nodes"`
+	Subnet    string   `json:"subnet"`
+	CPUQuota  float64  `json:"cpu_quota"`
+	Binary    string   `json:"binary"`
+	AgentArgs []string `json:"agent_args"`
+}
+
+// Lab is a handle on a lab, built or not.
+type Lab struct {
+	opts Options
+	root string
+}
+
+// Open returns a handle on the lab named in opts. It creates nothing.
+func Open(opts Options) (*Lab, error) {
+	if opts.Name == "" || len(opts.Name) > 8 || strings.ContainsAny(opts.Name, "/ -.") {
+		return nil, fmt.Errorf("lab name %q: want 1 to 8 letters or digits", opts.Name)
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	l := &Lab{opts: opts, root: filepath.Join(opts.Dir, opts.Name)}
+	if rec, err := l.readRecord(); err == nil {
+		if l.opts.Subnet == "" {
+			l.opts.Subnet = rec.Subnet
+		}
+		if l.opts.Nodes == 0 {
+			l.opts.Nodes = rec.Nodes
+		}
+		if l.opts.Binary == "" {
+			l.opts.Binary = rec.Binary
+			l.opts.AgentArgs = rec.AgentArgs
+		}
+		if l.opts.CPUQuota == 0 {
+			l.opts.CPUQuota = rec.CPUQuota
+		}
+	}
+	return l, nil
+}
+
+// Name is the lab's name.
+func (l *Lab) Name() string { return l.opts.Name }
+
+// Root is the lab's directory.
+func (l *Lab) Root() string { return l.root }
+
+func (l *Lab) readRecord() (*record, error) {
+	b, err := os.ReadFile(filepath.Join(l.root, "lab.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNoLab
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("lab record %s: %w", filepath.Join(l.root, "lab.json"), err)
+	}
+	return &r, nil
+}
+
+func (l *Lab) writeRecord() error {
+	b, _ := json.MarshalIndent(record{
+		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuota: l.opts.CPUQuota,
+		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs,
+	}, "", "  ")
+	return os.WriteFile(filepath.Join(l.root, "lab.json"), append(b, '\n'), 0o644)
+}
+
+// Nodes lists the lab's node names, node1..nodeN, from its record.
+func (l *Lab) Nodes() ([]string, error) {
+	rec, err := l.readRecord()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for k := 1; k <= rec.Nodes; k++ {
+		names = append(names, nodeName(k))
+	}
+	return names, nil
+}
+
+func nodeName(k int) string { return "node" + strconv.Itoa(k) }
+
+// nodeIndex parses "nodeK".
+func nodeIndex(name string) (int, bool) {
+	k, err := strconv.Atoi(strings.TrimPrefix(name, "node"))
+	if !strings.HasPrefix(name, "node") || err != nil || k < 1 || k > MaxNodes {
+		return 0, false
+	}
+	return k, true
+}
+
+// node checks that name is a node of the built lab.
+func (l *Lab) node(name string) (int, error) {
+	rec, err := l.readRecord()
+	if err != nil {
+		return 0, err
+	}
+	k, ok := nodeIndex(name)
+	if !ok || k > rec.Nodes {
+		return 0, fmt.Errorf("%w %q in lab %s (nodes node1..node%d)", ErrNoNode, name, l.opts.Name, rec.Nodes)
+	}
+	return k, nil
+}
+
+// Addr is node K's address.
+func (l *Lab) Addr(node string) (netip.Addr, error) {
+	k, ok := nodeIndex(node)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("%w %q", ErrNoNode, node)
+	}
+	p, err := netip.ParsePrefix(l.opts.Subnet)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lab subnet %q: %w", l.opts.Subnet, err)
+	}
+	a := p.Masked().Addr().As4()
+	host := 10 + k
+	a[3] += byte(host)
+	return netip.AddrFrom4(a), nil
+}
+
+// Names of the lab's kernel objects. Interface names stay within Linux's
+// 15 bytes because lab names have at most 8.
+func (l *Lab) netnsName(k int) string { return fmt.Sprintf("%s-node%d", l.opts.Name, k) }
+func (l *Lab) bridge() string         { return l.opts.Name + "-br" }
+func (l *Lab) hostVeth(k int) string  { return fmt.Sprintf("%s-v%d", l.opts.Name, k) }
+func (l *Lab) peerVeth(k int) string  { return fmt.Sprintf("%s-p%d", l.opts.Name, k) }
+func (l *Lab) nsDir() string          { return filepath.Join(l.root, "ns") }
+func (l *Lab) mntPin(k int) string    { return filepath.Join(l.nsDir(), fmt.Sprintf("node%d.mnt", k)) }
+func (l *Lab) nodeDir(k int) string   { return filepath.Join(l.root, nodeName(k)) }
+
+// Up builds the lab, or completes it: nodes that are whole are kept (and
+// their agents started if they are not running), broken ones are rebuilt,
+// and nodes beyond opts.Nodes are removed.
+func (l *Lab) Up(ctx context.Context) error {
+	if l.opts.Nodes < 1 || l.opts.Nodes > MaxNodes {
+		return fmt.Errorf("lab up: --nodes %d: want 1 to %d", l.opts.Nodes, MaxNodes)
+	}
+	if _, err := l.Addr(nodeName(l.opts.Nodes)); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(l.root, 0o755); err != nil {
+		return err
+	}
+	if err := l.ensureBridge(); err != nil {
+		return err
+	}
+	if err := l.ensureNSDir(); err != nil {
+		return err
+	}
+	if err := l.writeRecord(); err != nil {
+		return err
+	}
+	for _, k := range l.discoverNodes() {
+		if k > l.opts.Nodes {
+			fmt.Fprintf(l.opts.Out, "%s: removing (beyond --nodes %d)\n", nodeName(k), l.opts.Nodes)
+			if err := l.teardownNode(k, true); err != nil {
+				return err
+			}
+		}
+	}
+	for k := 1; k <= l.opts.Nodes; k++ {
+		if err := l.ensureNode(ctx, k); err != nil {
+			return fmt.Errorf("%s: %w", nodeName(k), err)
+		}
+	}
+	return nil
+}
+
+// ensureNode builds node k unless it is whole, then starts its agent.
+func (l *Lab) ensureNode(ctx context.Context, k int) error {
+	if problem := l.nodeProblem(k); problem != "" {
+		if l.nodeExists(k) {
+			fmt.Fprintf(l.opts.Out, "%s: rebuilding (%s)\n", nodeName(k), problem)
+			if err := l.teardownNode(k, false); err != nil {
+				return err
+			}
+		}
+		if err := l.buildNode(k); err != nil {
+			return err
+		}
+	}
+	addr, _ := l.Addr(nodeName(k))
+	if l.opts.Binary == "" {
+		fmt.Fprintf(l.opts.Out, "%s: %s netns %s (no agent)\n", nodeName(k), addr, l.netnsName(k))
+		return nil
+	}
+	pid, err := l.ensureAgent(ctx, k)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(l.opts.Out, "%s: %s netns %s agent pid %d\n", nodeName(k), addr, l.netnsName(k), pid)
+	return nil
+}
+
+// buildNode creates node k's state directory, network, mount namespace and
+// cgroups. On failure the caller's Down (or the next Up) removes the parts.
+func (l *Lab) buildNode(k int) error {
+	for _, d := range []string{"run", "data"} {
+		if err := os.MkdirAll(filepath.Join(l.nodeDir(k), d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := l.buildNet(k); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if err := l.buildMountNS(k); err != nil {
+		return fmt.Errorf("mount namespace: %w", err)
+	}
+	if err := l.buildCgroups(k); err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	return nil
+}
+
+// nodeProblem says what is missing in node k, or "" if it is whole.
+func (l *Lab) nodeProblem(k int) string {
+	switch {
+	case !netnsExists(l.netnsName(k)):
+		return "no network namespace"
+	case !linkExists(l.hostVeth(k)):
+		return "no veth"
+	case !isMountPoint(l.mntPin(k)):
+		return "no mount namespace"
+	case !l.cgroupsExist(k):
+		return "no cgroup"
+	}
+	return ""
+}
+
+// nodeExists says whether any part of node k exists.
+func (l *Lab) nodeExists(k int) bool {
+	_, err := os.Stat(l.nodeDir(k))
+	return err == nil || netnsExists(l.netnsName(k)) || linkExists(l.hostVeth(k)) ||
+		isMountPoint(l.mntPin(k)) || l.anyCgroupExists(k)
+}
+
+// discoverNodes finds the indexes of every node with any part left, from
+// the kernel's and the file system's view rather than the lab's record.
+func (l *Lab) discoverNodes() []int {
+	seen := map[int]bool{}
+	for _, ns := range listNetns() {
+		if rest, ok := strings.CutPrefix(ns, l.opts.Name+"-"); ok {
+			if k, ok := nodeIndex(rest); ok {
+				seen[k] = true
+			}
+		}
+	}
+	if entries, err := os.ReadDir(l.root); err == nil {
+		for _, e := range entries {
+			if k, ok := nodeIndex(e.Name()); ok {
+				seen[k] = true
+			}
+		}
+	}
+	for _, name := range listLinks() {
+		if rest, ok := strings.CutPrefix(name, l.opts.Name+"-v"); ok {
+			if k, err := strconv.Atoi(rest); err == nil && k >= 1 && k <= MaxNodes {
+				seen[k] = true
+			}
+		}
+	}
+	for _, k := range l.cgroupNodes() {
+		seen[k] = true
+	}
+	var ks []int
+	for k := range seen {
+		ks = append(ks, k)
+	}
+	sort.Ints(ks)
+	return ks
+}
+
+// Down removes every process, mount, namespace, cgroup, interface and
+// directory of the lab. It tolerates a half-built or already removed lab.
+func (l *Lab) Down(ctx context.Context) error {
+	var errs []error
+	for _, k := range l.discoverNodes() {
+		if err := l.teardownNode(k, true); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", nodeName(k), err))
+		}
+	}
+	if err := delLink(l.bridge()); err != nil {
+		errs = append(errs, err)
+	}
+	if isMountPoint(l.nsDir()) {
+		if err := unmount(l.nsDir()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(l.root); err != nil {
+			errs = append(errs, err)
+		}
+		l.removeCgroupParents()
+	}
+	return errors.Join(errs...)
+}
+
+// teardownNode kills node k's processes and removes its namespaces,
+// interfaces and cgroups; with purge, its state directory too.
+func (l *Lab) teardownNode(k int, purge bool) error {
+	var errs []error
+	if err := l.killCgroup(k); err != nil {
+		errs = append(errs, err)
+	}
+	if isMountPoint(l.mntPin(k)) {
+		if err := unmount(l.mntPin(k)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(l.mntPin(k))
+	if netnsExists(l.netnsName(k)) {
+		if err := ip("netns", "del", l.netnsName(k)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Deleting the namespace deletes its veth pair, asynchronously.
+	for _, link := range []string{l.hostVeth(k), l.peerVeth(k)} {
+		if err := delLink(link); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := l.removeCgroups(k); err != nil {
+		errs = append(errs, err)
+	}
+	_ = os.Remove(filepath.Join(l.nodeDir(k), "agent.pid"))
+	if purge {
+		if err := os.RemoveAll(l.nodeDir(k)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,240 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Command returns a command that runs args inside node: in its network and
+// mount namespaces and its cgroup, in the caller's working directory. The
+// caller sets stdio and runs it.
+func (l *Lab) Command(node string, args ...string) (*exec.Cmd, error) {
+	k, err := l.node(node)
+	if err != nil {
+		return nil, err
+	}
+	if len(args) == 0 {
+		return nil, errors.New("lab exec: no command")
+	}
+	if p := l.nodeProblem(k); p != "" {
+		return nil, fmt.Errorf("%s is down (%s): ssi lab start %s", node, p, node)
+	}
+	return l.enter(k, args), nil
+}
+
+// enter builds the command: a shell joins the node's cgroups, then nsenter
+// joins its namespaces and execs args, so that the pid the caller sees is
+// the command's own.
+func (l *Lab) enter(k int, args []string) *exec.Cmd {
+	var script strings.Builder
+	for _, d := range l.cgroupDirs(k) {
+		fmt.Fprintf(&script, "echo $$ > %s && ", shellQuote(filepath.Join(d, "cgroup.procs")))
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		wd = "/"
+	}
+	// Not nsenter --wd: it opens the directory before entering the mount
+	// namespace, leaving the command's cwd on a mount of the host's
+	// namespace, which CRIU cannot dump ("mount failed (-22)").
+	script.WriteString(`exec nsenter --net=` + shellQuote("/run/netns/"+l.netnsName(k)) +
+		` --mount=` + shellQuote(l.mntPin(k)) +
+		` -- sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$@"`)
+	full := append([]string{"-c", script.String(), "ssi-lab-enter", wd}, args...)
+	cmd := exec.Command("sh", full...)
+	cmd.Env = append(os.Environ(), "SSI_LAB_NODE="+nodeName(k), "SSI_LAB="+l.opts.Name)
+	return cmd
+}
+
+func (l *Lab) agentPidFile(k int) string { return filepath.Join(l.nodeDir(k), "agent.pid") }
+
+// AgentSocket is the host path of node's agent socket (/run/ssi/agent.sock
+// inside the node).
+func (l *Lab) AgentSocket(node string) string {
+	k, _ := nodeIndex(node)
+	return filepath.Join(l.nodeDir(k), "run", "agent.sock")
+}
+
+// agentPid returns the pid of node k's agent if it is running.
+func (l *Lab) agentPid(k int) (int, bool) {
+	b, err := os.ReadFile(l.agentPidFile(k))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, processAlive(pid)
+}
+
+// processAlive is true for a live process; a zombie is dead.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// ensureAgent starts node k's agent unless it runs, and waits until it
+// answers its health check.
+func (l *Lab) ensureAgent(ctx context.Context, k int) (int, error) {
+	if pid, ok := l.agentPid(k); ok {
+		return pid, l.waitHealthy(ctx, k, pid)
+	}
+	addr, err := l.Addr(nodeName(k))
+	if err != nil {
+		return 0, err
+	}
+	args := append([]string{l.opts.Binary, "agent",
+		"--node-name", nodeName(k),
+		"--node-advertise-addr", addr.String(),
+	}, l.opts.AgentArgs...)
+	cmd := l.enter(k, args)
+	logf, err := os.OpenFile(filepath.Join(l.nodeDir(k), "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own session: the agent outlives `ssi lab up` and its terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start agent: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it if it dies while we wait; otherwise it is left to run.
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	if err := os.WriteFile(l.agentPidFile(k), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return 0, err
+	}
+	if err := l.waitHealthyOrExit(ctx, k, pid, exited); err != nil {
+		return 0, err
+	}
+	return pid, nil
+}
+
+func (l *Lab) waitHealthy(ctx context.Context, k, pid int) error {
+	return l.waitHealthyOrExit(ctx, k, pid, nil)
+}
+
+// waitHealthyOrExit polls the agent's health endpoint until it answers,
+// the agent exits, or a deadline passes.
+func (l *Lab) waitHealthyOrExit(ctx context.Context, k, pid int, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	sock := l.AgentSocket(nodeName(k))
+	for {
+		if Healthy(ctx, sock) == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("agent exited at start; see %s", filepath.Join(l.nodeDir(k), "agent.log"))
+		case <-ctx.Done():
+			return fmt.Errorf("agent pid %d did not become healthy: %w; see %s", pid, ctx.Err(),
+				filepath.Join(l.nodeDir(k), "agent.log"))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Healthy asks the agent behind a unix socket for /v1/health.
+func Healthy(ctx context.Context, sock string) error {
+	c := http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}, Timeout: 2 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health: %s", resp.Status)
+	}
+	return nil
+}
+
+// Kill crashes node: SIGKILL to its agent and everything else in its
+// cgroup. Its namespaces and state directory stay, for Start.
+func (l *Lab) Kill(node string) error {
+	k, err := l.node(node)
+	if err != nil {
+		return err
+	}
+	if err := l.killCgroup(k); err != nil {
+		return err
+	}
+	_ = os.Remove(l.agentPidFile(k))
+	return nil
+}
+
+// Start brings a killed node back with its state directory: missing parts
+// are rebuilt and the agent started.
+func (l *Lab) Start(ctx context.Context, node string) error {
+	k, err := l.node(node)
+	if err != nil {
+		return err
+	}
+	return l.ensureNode(ctx, k)
+}
+
+// NodeStatus is one node as Status sees it.
+type NodeStatus struct {
+	Name        string `json:"name"`
+	Addr        string `json:"addr"`
+	Netns       string `json:"netns"`
+	Whole       bool   `json:"whole"`
+	Problem     string `json:"problem,omitempty"`
+	Partitioned bool   `json:"partitioned"`
+	AgentPid    int    `json:"agent_pid,omitempty"`
+	AgentUp     bool   `json:"agent_up"`
+	Procs       int    `json:"procs"`
+}
+
+// Status reports every node of the lab.
+func (l *Lab) Status(ctx context.Context) ([]NodeStatus, error) {
+	names, err := l.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	var out []NodeStatus
+	for _, n := range names {
+		k, _ := nodeIndex(n)
+		addr, _ := l.Addr(n)
+		st := NodeStatus{Name: n, Addr: addr.String(), Netns: l.netnsName(k)}
+		st.Problem = l.nodeProblem(k)
+		st.Whole = st.Problem == ""
+		st.Partitioned = l.partitioned(k)
+		if pid, ok := l.agentPid(k); ok {
+			st.AgentPid = pid
+			hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st.AgentUp = Healthy(hctx, l.AgentSocket(n)) == nil
+			cancel()
+		}
+		st.Procs = len(l.cgroupPids(k))
+		out = append(out, st)
+	}
+	return out, nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"ssi/cluster"
+)
+
+func newAgentCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node daemon",
+		Long: `Run the node daemon: it joins or forms the cluster, mounts /cluster and
+serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
+		Example: `  ssi agent
+  ssi agent --config /etc/ssi/ssi.yaml
+  SSI_NODE_NAME=n1 ssi agent --node-port 7700`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg).With("component", "agent")
+			a, err := cluster.NewAgent(cluster.Config{
+				NodeName:      cfg.Node.Name,
+				BindAddr:      cfg.Node.BindAddr,
+				AdvertiseAddr: cfg.Node.AdvertiseAddr,
+				Port:          cfg.Node.Port,
+				DataDir:       cfg.DataDir,
+				Socket:        cfg.Socket,
+			}, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"ssi/migrate"
+)
+
+// newDebugCmd groups by-hand tools for the layers below the cluster. They
+// are what `make demo` uses to move a process before `ssi migrate` exists.
+func newDebugCmd() *cobra.Command {
+	dbg := &cobra.Command{
+		Use:   "debug",
+		Short: "By-hand tools for ssi's lower layers (checkpoint and restore)",
+	}
+	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd())
+	return dbg
+}
+
+func criuClient(cmd *cobra.Command) (*migrate.Client, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return migrate.New(migrate.Config{Path: cfg.CRIU.Path, NoBreakpoints: cfg.CRIU.NoBreakpoints},
+		newLogger(cfg).With("component", "migrate")), nil
+}
+
+func newDebugDumpCmd() *cobra.Command {
+	var pid int
+	var dir, to string
+	var leaveRunning bool
+	cmd := &cobra.Command{
+		Use:   "dump --pid PID (--dir DIR | --to -)",
+		Short: "Checkpoint a process tree into a directory, or as a stream on stdout",
+		Long: `Checkpoint the process tree rooted at PID with CRIU. The tree must be in
+its own PID namespace and session (its session leader inside it), as cluster
+processes are. Unless --leave-running, the tree is gone afterwards.`,
+		Example: "  ssi debug dump --pid 4242 --dir /tmp/img\n  ssi debug dump --pid 4242 --to - | ssi debug restore --from -",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (dir == "") == (to == "") || (to != "" && to != "-") {
+				return errors.New("give --dir DIR or --to -")
+			}
+			c, err := criuClient(cmd)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Gate(cmd.Context()); err != nil {
+				return err
+			}
+			work := dir
+			if work == "" {
+				if work, err = os.MkdirTemp("", "ssi-dump-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(work)
+			}
+			st, err := c.Dump(cmd.Context(), migrate.DumpOptions{Pid: pid, Dir: work, LeaveRunning: leaveRunning})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "dumped pid %d: frozen %v, %d pages\n", pid, st.Frozen, st.PagesWritten)
+			if to == "-" {
+				return migrate.Pack(work, os.Stdout)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&pid, "pid", 0, "root of the tree")
+	cmd.Flags().StringVar(&dir, "dir", "", "images directory")
+	cmd.Flags().StringVar(&to, "to", "", `"-": write the images as a stream to stdout`)
+	cmd.Flags().BoolVar(&leaveRunning, "leave-running", false, "keep the tree running (a copy, not a move)")
+	return cmd
+}
+
+func newDebugRestoreCmd() *cobra.Command {
+	var dir, from string
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "restore (--dir DIR | --from -)",
+		Short: "Restore a process tree here; wait for it and pass its exit code",
+		Long: `Restore a checkpointed tree in this node's namespaces and cgroup. The
+restored tree is this command's child: it waits for it and exits with its
+status, unless --detach.`,
+		Example: "  ssi debug restore --dir /tmp/img\n  ssi debug restore --from - --detach < img.tar",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (dir == "") == (from == "") || (from != "" && from != "-") {
+				return errors.New("give --dir DIR or --from -")
+			}
+			c, err := criuClient(cmd)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Gate(cmd.Context()); err != nil {
+				return err
+			}
+			work := dir
+			if work == "" {
+				if work, err = os.MkdirTemp("", "ssi-restore-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(work)
+				if _, err := migrate.Unpack(os.Stdin, work); err != nil {
+					return err
+				}
+			}
+			r, err := c.Restore(cmd.Context(), migrate.RestoreOptions{Dir: work})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stdout, "%d\n", r.Pid)
+			fmt.Fprintf(os.Stderr, "restored as pid %d in %v\n", r.Pid, r.Restore)
+			if detach {
+				return nil
+			}
+			var ws syscall.WaitStatus
+			for {
+				_, err := syscall.Wait4(r.Pid, &ws, 0, nil)
+				if err == syscall.EINTR {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("wait for pid %d: %w", r.Pid, err)
+				}
+				break
+			}
+			if ws.Signaled() {
+				return exitCodeError{128 + int(ws.Signal())}
+			}
+			if ws.ExitStatus() != 0 {
+				return exitCodeError{ws.ExitStatus()}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "images directory")
+	cmd.Flags().StringVar(&from, "from", "", `"-": read the images as a stream from stdin`)
+	cmd.Flags().BoolVar(&detach, "detach", false, "do not wait for the restored tree")
+	return cmd
+}

@@ -1,0 +1,223 @@
+// Package configs turns defaults, an optional YAML file, SSI_* environment
+// variables and command-line flags (in that order of precedence) into one
+// validated, typed Config. It is the only package that imports viper: every
+// other package receives its own typed section.
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole configuration of an ssi binary.
+type Config struct {
+	Node     NodeConfig `mapstructure:"node"`
+	DataDir  string     `mapstructure:"data_dir"`
+	Socket   string     `mapstructure:"socket"`
+	LogLevel string     `mapstructure:"log_level"`
+	CRIU     CRIUConfig `mapstructure:"criu"`
+	FS       FSConfig   `mapstructure:"fs"`
+	Lab      LabConfig  `mapstructure:"lab"`
+}
+
+// NodeConfig says who this node is on the network.
+type NodeConfig struct {
+	Name          string `mapstructure:"name"`
+	BindAddr      string `mapstructure:"bind_addr"`
+	AdvertiseAddr string `mapstructure:"advertise_addr"`
+	Port          int    `mapstructure:"port"`
+}
+
+// CRIUConfig locates CRIU and says how it must be run on this machine.
+type CRIUConfig struct {
+	Path          string `mapstructure:"path"`
+	NoBreakpoints bool   `mapstructure:"no_breakpoints"`
+	WorkDir       string `mapstructure:"work_dir"`
+}
+
+// FSConfig configures the /cluster mount.
+type FSConfig struct {
+	Mountpoint string `mapstructure:"mountpoint"`
+}
+
+// LabConfig configures `ssi lab`, the simulated cluster on one machine.
+type LabConfig struct {
+	Name     string  `mapstructure:"name"`
+	Dir      string  `mapstructure:"dir"`
+	Subnet   string  `mapstructure:"subnet"`
+	CPUQuota float64 `mapstructure:"cpu_quota"`
+}
+
+// Key is one configuration key: its dotted name, default and help text.
+// Keys is the single list from which defaults, flags and the documented
+// configs/ssi.yaml are checked against each other.
+type Key struct {
+	Name    string
+	Default any
+	Help    string
+}
+
+// Keys lists every configuration key.
+var Keys = []Key{
+	{"node.name", "", "node name in the cluster; empty means the host name"},
+	{"node.bind_addr", "0.0.0.0", "address the cluster port listens on"},
+	{"node.advertise_addr", "", "address other nodes use to reach this one; empty means the first non-loopback address"},
+	{"node.port", 7700, "the cluster port (node-to-node traffic)"},
+	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
+	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
+	{"log_level", "info", "debug, info, warn or error"},
+	{"criu.path", "/opt/ssi/criu/bin/criu", "CRIU binary (>= 4.1); make setup installs a wrapper here"},
+	{"criu.no_breakpoints", true, "run CRIU with CRIU_FAULT=130: needed where hardware breakpoints do not fire (VMs)"},
+	{"criu.work_dir", "/var/lib/ssi/criu", "where checkpoint images and CRIU logs are kept"},
+	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted"},
+	{"lab.name", "ssi", "name of the lab (up to 8 characters): several labs can coexist"},
+	{"lab.dir", "/var/lib/ssi-lab", "where labs keep their nodes' state"},
+	{"lab.subnet", "10.213.0.0/24", "private subnet of the lab's bridge; node K gets host address K+10"},
+	{"lab.cpu_quota", 0.0, "CPUs per lab node (cgroup CPU quota); 0 means no limit"},
+}
+
+// FlagName is the command-line flag for a key: "criu.no_breakpoints" is
+// --criu-no-breakpoints.
+func FlagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// EnvName is the environment variable for a key: SSI_CRIU_NO_BREAKPOINTS.
+func EnvName(key string) string {
+	return "SSI_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(key))
+}
+
+// AddFlags registers one flag per key, plus --config, on fs.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "configuration file (YAML); also SSI_CONFIG")
+	for _, k := range Keys {
+		name := FlagName(k.Name)
+		switch d := k.Default.(type) {
+		case string:
+			fs.String(name, d, k.Help)
+		case int:
+			fs.Int(name, d, k.Help)
+		case bool:
+			fs.Bool(name, d, k.Help)
+		case float64:
+			fs.Float64(name, d, k.Help)
+		default:
+			panic(fmt.Sprintf("configs: key %s has unsupported default type %T", k.Name, d))
+		}
+	}
+}
+
+// Load builds the configuration: defaults < file < environment < flags that
+// were set explicitly. fs may be nil (defaults, file and environment only).
+func Load(fs *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	for _, k := range Keys {
+		v.SetDefault(k.Name, k.Default)
+		if err := v.BindEnv(k.Name, EnvName(k.Name)); err != nil {
+			return nil, err
+		}
+	}
+	file := os.Getenv("SSI_CONFIG")
+	if fs != nil {
+		if f := fs.Lookup("config"); f != nil && f.Changed {
+			file = f.Value.String()
+		}
+		for _, k := range Keys {
+			if f := fs.Lookup(FlagName(k.Name)); f != nil {
+				if err := v.BindPFlag(k.Name, f); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", file, err)
+		}
+		if err := checkUnknown(v); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", file, err)
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// checkUnknown refuses keys the file sets that ssi does not know: a typo
+// would otherwise be silently ignored.
+func checkUnknown(v *viper.Viper) error {
+	known := map[string]bool{}
+	for _, k := range Keys {
+		known[k.Name] = true
+	}
+	var bad []string
+	for _, k := range v.AllKeys() {
+		if !known[k] {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("unknown key(s): %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// Validate checks values that would otherwise fail late and obscurely.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Node.Port < 1 || c.Node.Port > 65535 {
+		errs = append(errs, fmt.Errorf("node.port %d: not a port number", c.Node.Port))
+	}
+	if _, err := netip.ParseAddr(c.Node.BindAddr); err != nil {
+		errs = append(errs, fmt.Errorf("node.bind_addr %q: not an IP address", c.Node.BindAddr))
+	}
+	if c.Node.AdvertiseAddr != "" {
+		if _, err := netip.ParseAddr(c.Node.AdvertiseAddr); err != nil {
+			errs = append(errs, fmt.Errorf("node.advertise_addr %q: not an IP address", c.Node.AdvertiseAddr))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.CRIU.Path == "" {
+		errs = append(errs, errors.New("criu.path is empty"))
+	}
+	if err := ValidateLabName(c.Lab.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if p, err := netip.ParsePrefix(c.Lab.Subnet); err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		errs = append(errs, fmt.Errorf("lab.subnet %q: want an IPv4 prefix of /24 or wider", c.Lab.Subnet))
+	}
+	if c.Lab.CPUQuota < 0 {
+		errs = append(errs, fmt.Errorf("lab.cpu_quota %g: must be >= 0", c.Lab.CPUQuota))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateLabName checks a lab name: it becomes part of interface names,
+// which Linux limits to 15 bytes.
+func ValidateLabName(name string) error {
+	if name == "" || len(name) > 8 {
+		return fmt.Errorf("lab name %q: want 1 to 8 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("lab name %q: only lowercase letters and digits", name)
+		}
+	}
+	return nil
+}

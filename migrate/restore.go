@@ -1,0 +1,91 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/checkpoint-restore/go-criu/v7/stats"
+)
+
+// InheritFD hands an open file of ours to the restored tree in place of a
+// file it had when dumped, e.g. a fresh pipe for its stdin. Key is CRIU's
+// name of the dumped file, such as "pipe:[12345]".
+type InheritFD struct {
+	Key  string
+	File *os.File
+}
+
+// RestoreOptions says which images to restore and how.
+type RestoreOptions struct {
+	// Dir holds the images; restore.log is written there.
+	Dir string
+	// InheritFDs replace files of the dumped tree.
+	InheritFDs []InheritFD
+	// TCPEstablished restores established TCP connections.
+	TCPEstablished bool
+	// FileLocks restores file locks.
+	FileLocks bool
+}
+
+// Restored is a tree that runs again.
+type Restored struct {
+	// Pid of the tree's root as seen from the caller. The root is the
+	// caller's child (CRIU's "restore sibling" mode): the caller must
+	// wait for it.
+	Pid     int
+	Forking time.Duration
+	Restore time.Duration
+}
+
+// Restore brings the tree in o.Dir back to life in the caller's network
+// and mount namespaces and cgroup, as a child of the caller.
+func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, err error) {
+	if _, err := os.Stat(filepath.Join(o.Dir, "inventory.img")); err != nil {
+		return nil, fmt.Errorf("%w: no checkpoint in %s (inventory.img: %v)", ErrRestore, o.Dir, err)
+	}
+	dir, err := os.Open(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRestore, err)
+	}
+	defer dir.Close()
+
+	var extra []*os.File
+	var inherit []*rpc.InheritFd
+	for i, f := range o.InheritFDs {
+		extra = append(extra, f.File)
+		// fd 3 is the RPC socket; extra files follow it in criu.
+		inherit = append(inherit, &rpc.InheritFd{Key: ptr(f.Key), Fd: ptr(int32(4 + i))})
+	}
+	opts := &rpc.CriuOpts{
+		ImagesDirFd:    ptr(int32(dir.Fd())),
+		LogLevel:       ptr(int32(4)),
+		LogFile:        ptr("restore.log"),
+		RstSibling:     ptr(true),
+		InheritFd:      inherit,
+		TcpEstablished: ptr(o.TCPEstablished),
+		FileLocks:      ptr(o.FileLocks),
+		ExtUnixSk:      ptr(false),
+	}
+	s, err := c.startSwrk(extra)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, s.close()) }()
+
+	c.log.Debug("criu restore", "dir", o.Dir)
+	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_RESTORE), Opts: opts})
+	if err != nil || !resp.GetSuccess() {
+		return nil, failure(ErrRestore, resp, err, filepath.Join(o.Dir, "restore.log"))
+	}
+	r = &Restored{Pid: int(resp.GetRestore().GetPid())}
+	if rs, err := stats.CriuGetRestoreStats(dir); err == nil {
+		r.Forking = time.Duration(rs.GetForkingTime()) * time.Microsecond
+		r.Restore = time.Duration(rs.GetRestoreTime()) * time.Microsecond
+	}
+	return r, nil
+}
