@@ -25,8 +25,10 @@ vet:
 	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 
+# -p 1: packages build labs and compare the host's state before and after;
+# run in parallel, one package's lab would show up in another's comparison.
 test: setup vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only: no root, no CRIU, no lab.
 unit:
