@@ -7,9 +7,11 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -17,7 +19,11 @@ import (
 
 // Config is the whole configuration of an ssi binary.
 type Config struct {
-	Node     NodeConfig `mapstructure:"node"`
+	Node      NodeConfig      `mapstructure:"node"`
+	JoinToken string          `mapstructure:"join_token"`
+	Join      []string        `mapstructure:"join"`
+	Discovery DiscoveryConfig `mapstructure:"discovery"`
+	Cluster   ClusterConfig   `mapstructure:"cluster"`
 	DataDir  string     `mapstructure:"data_dir"`
 	Socket   string     `mapstructure:"socket"`
 	LogLevel string     `mapstructure:"log_level"`
@@ -32,6 +38,22 @@ type NodeConfig struct {
 	BindAddr      string `mapstructure:"bind_addr"`
 	AdvertiseAddr string `mapstructure:"advertise_addr"`
 	Port          int    `mapstructure:"port"`
+}
+
+// DiscoveryConfig configures the LAN beacon by which agents find each
+// other.
+type DiscoveryConfig struct {
+	Enabled  bool          `mapstructure:"enabled"`
+	Group    string        `mapstructure:"group"`
+	Interval time.Duration `mapstructure:"interval"`
+	Wait     time.Duration `mapstructure:"wait"`
+}
+
+// ClusterConfig tunes membership and telemetry.
+type ClusterConfig struct {
+	Voters            int           `mapstructure:"voters"`
+	RemoveAfter       time.Duration `mapstructure:"remove_after"`
+	TelemetryInterval time.Duration `mapstructure:"telemetry_interval"`
 }
 
 // CRIUConfig locates CRIU and says how it must be run on this machine.
@@ -69,6 +91,15 @@ var Keys = []Key{
 	{"node.bind_addr", "0.0.0.0", "address the cluster port listens on"},
 	{"node.advertise_addr", "", "address other nodes use to reach this one; empty means the first non-loopback address"},
 	{"node.port", 7700, "the cluster port (node-to-node traffic)"},
+	{"join_token", "", "secret that lets this agent join (ssi token create); empty: join nobody, form a cluster"},
+	{"join", []string{}, "addresses (host:port) of members to join, besides those found by discovery"},
+	{"discovery.enabled", true, "find other agents by UDP multicast beacons on the LAN"},
+	{"discovery.group", "239.255.77.77:7701", "multicast group and port of the beacons"},
+	{"discovery.interval", time.Second, "time between beacons"},
+	{"discovery.wait", 3 * time.Second, "how long a new agent looks for a cluster before forming one"},
+	{"cluster.voters", 3, "Raft voters to keep; further nodes join as non-voters"},
+	{"cluster.remove_after", 10 * time.Minute, "the leader removes a node not heard from for this long"},
+	{"cluster.telemetry_interval", time.Second, "how often nodes exchange their load"},
 	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
 	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
 	{"log_level", "info", "debug, info, warn or error"},
@@ -107,6 +138,10 @@ func AddFlags(fs *pflag.FlagSet) {
 			fs.Bool(name, d, k.Help)
 		case float64:
 			fs.Float64(name, d, k.Help)
+		case time.Duration:
+			fs.Duration(name, d, k.Help)
+		case []string:
+			fs.StringSlice(name, d, k.Help)
 		default:
 			panic(fmt.Sprintf("configs: key %s has unsupported default type %T", k.Name, d))
 		}
@@ -192,6 +227,20 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.JoinToken != "" && len(c.JoinToken) < 16 {
+		errs = append(errs, errors.New("join_token: too short to be a token (ssi token create makes one)"))
+	}
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("join %q: want host:port", a))
+		}
+	}
+	if c.Discovery.Interval <= 0 || c.Discovery.Wait < 0 || c.Cluster.TelemetryInterval <= 0 || c.Cluster.RemoveAfter <= 0 {
+		errs = append(errs, errors.New("discovery.interval, cluster.telemetry_interval and cluster.remove_after must be > 0"))
+	}
+	if c.Cluster.Voters < 1 {
+		errs = append(errs, fmt.Errorf("cluster.voters %d: want >= 1", c.Cluster.Voters))
 	}
 	if c.CRIU.Path == "" {
 		errs = append(errs, errors.New("criu.path is empty"))

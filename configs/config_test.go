@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -27,7 +28,12 @@ func TestYAMLDocumentsEveryKey(t *testing.T) {
 			t.Errorf("ssi.yaml does not document %s", k.Name)
 			continue
 		}
-		if got, def := fmt.Sprint(v.Get(k.Name)), fmt.Sprint(k.Default); got != def {
+		got := fmt.Sprint(v.Get(k.Name))
+		if d, ok := k.Default.(time.Duration); ok {
+			got = fmt.Sprint(v.GetDuration(k.Name))
+			_ = d
+		}
+		if def := fmt.Sprint(k.Default); got != def {
 			t.Errorf("ssi.yaml: %s = %q, default is %q", k.Name, got, def)
 		}
 	}
@@ -49,6 +55,8 @@ func TestPrecedence(t *testing.T) {
 	t.Setenv("SSI_CONFIG", file)
 	t.Setenv("SSI_NODE_PORT", "2222")
 	t.Setenv("SSI_LOG_LEVEL", "debug")
+	t.Setenv("SSI_JOIN", "10.0.0.1:7700,10.0.0.2:7700")
+	t.Setenv("SSI_DISCOVERY_WAIT", "500ms")
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	AddFlags(fs)
 	if err := fs.Parse([]string{"--node-port", "3333"}); err != nil {
@@ -69,6 +77,9 @@ func TestPrecedence(t *testing.T) {
 		{"env over file", c.LogLevel, "debug"},
 		{"flag over env", c.Node.Port, 3333},
 		{"bool default", c.CRIU.NoBreakpoints, true},
+		{"list from env", c.Join, []string{"10.0.0.1:7700", "10.0.0.2:7700"}},
+		{"duration from env", c.Discovery.Wait, 500 * time.Millisecond},
+		{"duration default", c.Cluster.RemoveAfter, 10 * time.Minute},
 	}
 	for _, ck := range checks {
 		if fmt.Sprint(ck.got) != fmt.Sprint(ck.want) {
@@ -87,6 +98,8 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"SSI_LAB_NAME", "Much-Too-Long", "lab name"},
 		{"SSI_LAB_SUBNET", "10.0.0.0/30", "lab.subnet"},
 		{"SSI_LAB_CPU_QUOTA", "-1", "lab.cpu_quota"},
+		{"SSI_JOIN_TOKEN", "short", "join_token"},
+		{"SSI_CLUSTER_VOTERS", "0", "cluster.voters"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.env, func(t *testing.T) {
