@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// TokenPrefix starts every join token; the digit is the token version,
+// so that a future format is told apart rather than misread.
+const TokenPrefix = "ssi1."
+
+// tokenBytes is the entropy of a token: far beyond any brute force.
+const tokenBytes = 32
+
+var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// tokenLen is the length of a token string.
+var tokenLen = len(TokenPrefix) + tokenEncoding.EncodedLen(tokenBytes)
+
+// NewToken returns a fresh join token: TokenPrefix and 32 random bytes
+// in lowercase base32, easy to copy by hand and to put in a config file.
+func NewToken() (string, error) {
+	b := make([]byte, tokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("new token: %w", err)
+	}
+	return TokenPrefix + tokenEncoding.EncodeToString(b), nil
+}
+
+// ValidToken checks the syntax of a join token; the error, wrapping
+// ErrTokenFormat, says what a token looks like without echoing s, which
+// may be a mistyped secret.
+func ValidToken(s string) error {
+	if len(s) != tokenLen || !strings.HasPrefix(s, TokenPrefix) {
+		return fmt.Errorf("%w: want %q followed by %d base32 characters (a-z, 2-7)",
+			ErrTokenFormat, TokenPrefix, tokenLen-len(TokenPrefix))
+	}
+	b, err := tokenEncoding.DecodeString(s[len(TokenPrefix):])
+	if err != nil || len(b) != tokenBytes {
+		return fmt.Errorf("%w: not lowercase base32 (a-z, 2-7) after %q", ErrTokenFormat, TokenPrefix)
+	}
+	return nil
+}
+
+// TokenHash is the hex SHA-256 of token: what the replicated state keeps
+// and what Mux join handlers accept. It is the key of the join proofs,
+// so it admits newcomers and must stay among members (see the package
+// doc); it keeps the token itself out of state, logs and snapshots.
+func TokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// TokenTag is a short public tag of token for discovery beacons: agents
+// with the same token recognise each other by it, while the tag reveals
+// neither the token nor its hash (a different, domain-separated digest).
+func TokenTag(token string) string {
+	h := sha256.Sum256([]byte("ssi-beacon:" + token))
+	return hex.EncodeToString(h[:8])
+}
+
+// joinKey is the HMAC key of the join proofs for a token hash.
+func joinKey(hash string) ([]byte, bool) {
+	k, err := hex.DecodeString(hash)
+	return k, err == nil && len(k) == sha256.Size
+}
+
+// joinID names a token in the join hello so that a server holding many
+// hashes knows which one to prove with. It is derived from the hash,
+// which is all a server has, and reveals nothing about either.
+func joinID(hash string) string {
+	h := sha256.Sum256([]byte("ssi-join-id:" + hash))
+	return hex.EncodeToString(h[:8])
+}
+
+// normalizeHash accepts a token or a TokenHash and returns the hash, or
+// "" if s is neither.
+func normalizeHash(s string) string {
+	if ValidToken(s) == nil {
+		return TokenHash(s)
+	}
+	if _, ok := joinKey(s); ok && strings.ToLower(s) == s {
+		return s
+	}
+	return ""
+}
