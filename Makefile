@@ -37,8 +37,9 @@ unit:
 demo: setup
 	bash integration/demo.sh
 
+# Prints Markdown tables: each figure next to its baseline from the same run.
 bench: setup
-	@echo "no benchmarks yet"
+	bash integration/bench.sh
 
 clean:
 	rm -rf bin

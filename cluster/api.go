@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"ssi/raftstore"
 )
 
 // NodeInfo is one line of `ssi nodes`: agreed facts from the Raft state
@@ -45,6 +47,9 @@ type StatusInfo struct {
 // apiError is the body of every failed API call.
 type apiError struct {
 	Error string `json:"error"`
+	// Code names the raftstore error kind, so that errors.Is holds on the
+	// far side of a forwarded command.
+	Code string `json:"code,omitempty"`
 }
 
 // Client talks to the local agent over its unix socket.
@@ -141,5 +146,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, apiError{Error: err.Error()})
+	writeJSON(w, code, apiError{Error: err.Error(), Code: raftstore.ErrorCode(err)})
 }

@@ -22,6 +22,9 @@ type Sample struct {
 	MemTotal uint64    `json:"mem_total"`
 	MemFree  uint64    `json:"mem_free"`
 	At       time.Time `json:"at"`
+	// Seen is when this node received it, by its own clock: liveness is
+	// judged by it, so clocks of different nodes need not agree.
+	Seen time.Time `json:"-"`
 }
 
 // Sampler measures this node's load. In a lab node (the agent runs in a
@@ -43,7 +46,9 @@ func NewSampler(node string) *Sampler {
 		if v2 {
 			s.usage = func() (time.Duration, bool) { return cgroup2Usage(dir) }
 		} else {
-			s.usage = func() (time.Duration, bool) { return readDuration(filepath.Join(dir, "cpuacct.usage"), time.Nanosecond) }
+			s.usage = func() (time.Duration, bool) {
+				return readDuration(filepath.Join(dir, "cpuacct.usage"), time.Nanosecond)
+			}
 		}
 		if q, ok := cgroupQuota(); ok {
 			s.cpus = q
@@ -217,6 +222,7 @@ func NewTelemetry() *Telemetry { return &Telemetry{samples: map[string]Sample{}}
 
 // Put records a sample, keeping the newer one if a late one arrives.
 func (t *Telemetry) Put(s Sample) {
+	s.Seen = time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.samples[s.Node]; ok && old.At.After(s.At) {

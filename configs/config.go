@@ -24,12 +24,12 @@ type Config struct {
 	Join      []string        `mapstructure:"join"`
 	Discovery DiscoveryConfig `mapstructure:"discovery"`
 	Cluster   ClusterConfig   `mapstructure:"cluster"`
-	DataDir  string     `mapstructure:"data_dir"`
-	Socket   string     `mapstructure:"socket"`
-	LogLevel string     `mapstructure:"log_level"`
-	CRIU     CRIUConfig `mapstructure:"criu"`
-	FS       FSConfig   `mapstructure:"fs"`
-	Lab      LabConfig  `mapstructure:"lab"`
+	DataDir   string          `mapstructure:"data_dir"`
+	Socket    string          `mapstructure:"socket"`
+	LogLevel  string          `mapstructure:"log_level"`
+	CRIU      CRIUConfig      `mapstructure:"criu"`
+	FS        FSConfig        `mapstructure:"fs"`
+	Lab       LabConfig       `mapstructure:"lab"`
 }
 
 // NodeConfig says who this node is on the network.

@@ -21,6 +21,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"ssi/cluster/transport"
 )
 
 // MaxNodes bounds a lab: addresses are subnet hosts 11 to 10+MaxNodes.
@@ -57,12 +59,15 @@ type record struct {
 	CPUQuota  float64  `json:"cpu_quota"`
 	Binary    string   `json:"binary"`
 	AgentArgs []string `json:"agent_args"`
+	// Token is the join token every agent of the lab starts with.
+	Token string `json:"token"`
 }
 
 // Lab is a handle on a lab, built or not.
 type Lab struct {
-	opts Options
-	root string
+	opts  Options
+	root  string
+	token string
 }
 
 // Open returns a handle on the lab named in opts. It creates nothing.
@@ -88,12 +93,16 @@ func Open(opts Options) (*Lab, error) {
 		if l.opts.CPUQuota == 0 {
 			l.opts.CPUQuota = rec.CPUQuota
 		}
+		l.token = rec.Token
 	}
 	return l, nil
 }
 
 // Name is the lab's name.
 func (l *Lab) Name() string { return l.opts.Name }
+
+// Token is the join token the lab's agents start with.
+func (l *Lab) Token() string { return l.token }
 
 // Root is the lab's directory.
 func (l *Lab) Root() string { return l.root }
@@ -116,7 +125,7 @@ func (l *Lab) readRecord() (*record, error) {
 func (l *Lab) writeRecord() error {
 	b, _ := json.MarshalIndent(record{
 		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuota: l.opts.CPUQuota,
-		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs,
+		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs, Token: l.token,
 	}, "", "  ")
 	return os.WriteFile(filepath.Join(l.root, "lab.json"), append(b, '\n'), 0o644)
 }
@@ -196,6 +205,13 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(l.root, 0o755); err != nil {
 		return err
+	}
+	if l.token == "" {
+		t, err := transport.NewToken()
+		if err != nil {
+			return err
+		}
+		l.token = t
 	}
 	if err := l.ensureBridge(); err != nil {
 		return err

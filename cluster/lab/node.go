@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -99,9 +100,13 @@ func (l *Lab) ensureAgent(ctx context.Context, k int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Nodes start one after another, so the first need not look for a
+	// cluster as long as a machine booting with others would.
 	args := append([]string{l.opts.Binary, "agent",
 		"--node-name", nodeName(k),
 		"--node-advertise-addr", addr.String(),
+		"--join-token", l.token,
+		"--discovery-wait", "1s",
 	}, l.opts.AgentArgs...)
 	cmd := l.enter(k, args)
 	logf, err := os.OpenFile(filepath.Join(l.nodeDir(k), "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -139,14 +144,14 @@ func (l *Lab) waitHealthyOrExit(ctx context.Context, k, pid int, exited <-chan s
 	defer cancel()
 	sock := l.AgentSocket(nodeName(k))
 	for {
-		if Healthy(ctx, sock) == nil {
+		if h, err := Health(ctx, sock); err == nil && h.Status == "member" {
 			return nil
 		}
 		select {
 		case <-exited:
 			return fmt.Errorf("agent exited at start; see %s", filepath.Join(l.nodeDir(k), "agent.log"))
 		case <-ctx.Done():
-			return fmt.Errorf("agent pid %d did not become healthy: %w; see %s", pid, ctx.Err(),
+			return fmt.Errorf("agent pid %d did not join the cluster: %w; see %s", pid, ctx.Err(),
 				filepath.Join(l.nodeDir(k), "agent.log"))
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -155,6 +160,18 @@ func (l *Lab) waitHealthyOrExit(ctx context.Context, k, pid int, exited <-chan s
 
 // Healthy asks the agent behind a unix socket for /v1/health.
 func Healthy(ctx context.Context, sock string) error {
+	_, err := Health(ctx, sock)
+	return err
+}
+
+// AgentHealth is what an agent's /v1/health says.
+type AgentHealth struct {
+	Node   string `json:"node"`
+	Status string `json:"status"`
+}
+
+// Health asks the agent behind a unix socket for /v1/health.
+func Health(ctx context.Context, sock string) (*AgentHealth, error) {
 	c := http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -163,17 +180,21 @@ func Healthy(ctx context.Context, sock string) error {
 	}, Timeout: 2 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/health", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health: %s", resp.Status)
+		return nil, fmt.Errorf("health: %s", resp.Status)
 	}
-	return nil
+	var h AgentHealth
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	return &h, nil
 }
 
 // Kill crashes node: SIGKILL to its agent and everything else in its

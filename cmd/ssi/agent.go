@@ -18,21 +18,31 @@ func newAgentCmd() *cobra.Command {
 serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 		Example: `  ssi agent
   ssi agent --config /etc/ssi/ssi.yaml
-  SSI_NODE_NAME=n1 ssi agent --node-port 7700`,
+  SSI_NODE_NAME=n1 ssi agent --node-port 7700
+  ssi agent --join-token ssi1.XXXX          # join the cluster that token belongs to`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg).With("component", "agent")
+			log := newLogger(cfg)
 			a, err := cluster.NewAgent(cluster.Config{
-				NodeName:      cfg.Node.Name,
-				BindAddr:      cfg.Node.BindAddr,
-				AdvertiseAddr: cfg.Node.AdvertiseAddr,
-				Port:          cfg.Node.Port,
-				DataDir:       cfg.DataDir,
-				Socket:        cfg.Socket,
+				NodeName:          cfg.Node.Name,
+				BindAddr:          cfg.Node.BindAddr,
+				AdvertiseAddr:     cfg.Node.AdvertiseAddr,
+				Port:              cfg.Node.Port,
+				DataDir:           cfg.DataDir,
+				Socket:            cfg.Socket,
+				JoinToken:         cfg.JoinToken,
+				Join:              cfg.Join,
+				Discovery:         cfg.Discovery.Enabled,
+				DiscoveryGroup:    cfg.Discovery.Group,
+				DiscoveryInterval: cfg.Discovery.Interval,
+				DiscoveryWait:     cfg.Discovery.Wait,
+				Voters:            cfg.Cluster.Voters,
+				RemoveAfter:       cfg.Cluster.RemoveAfter,
+				TelemetryInterval: cfg.Cluster.TelemetryInterval,
 			}, log)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ssi/cluster"
 	"ssi/migrate"
 )
 
@@ -18,7 +19,7 @@ func newDebugCmd() *cobra.Command {
 		Use:   "debug",
 		Short: "By-hand tools for ssi's lower layers (checkpoint and restore)",
 	}
-	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd())
+	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd())
 	return dbg
 }
 
@@ -143,5 +144,62 @@ status, unless --detach.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "images directory")
 	cmd.Flags().StringVar(&from, "from", "", `"-": read the images as a stream from stdin`)
 	cmd.Flags().BoolVar(&detach, "detach", false, "do not wait for the restored tree")
+	return cmd
+}
+
+// newDebugRaftBenchCmd measures Raft applies through the local agent.
+func newDebugRaftBenchCmd() *cobra.Command {
+	var req cluster.BenchRequest
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "raft-bench",
+		Short:   "Measure Raft apply latency and throughput from this node",
+		Example: "  ssi debug raft-bench -n 2000 -c 1\n  ssi debug raft-bench -n 5000 -c 32 --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := cluster.NewClient(cfg.Socket).RaftBench(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONOut(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d applies, %d at a time: p50 %.2f ms, p99 %.2f ms, %.0f/s\n",
+				res.N, res.Concurrency, res.P50ms, res.P99ms, res.PerSecond)
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&req.N, "n", "n", 1000, "number of applies")
+	cmd.Flags().IntVarP(&req.Concurrency, "concurrency", "c", 1, "applies in flight at once")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	return cmd
+}
+
+// newDebugAdminCmd sets an admin switch through the agent, until
+// /cluster/admin lands.
+func newDebugAdminCmd() *cobra.Command {
+	var node string
+	cmd := &cobra.Command{
+		Use:     "admin SWITCH 0|1",
+		Short:   "Set an admin switch (block, bring, expel, stay) of a node",
+		Example: "  ssi debug admin block 1\n  ssi debug admin --node node2 stay 0",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[1] != "0" && args[1] != "1" {
+				return fmt.Errorf("value %q: want 0 or 1", args[1])
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return cluster.NewClient(cfg.Socket).SetAdmin(cmd.Context(),
+				cluster.AdminRequest{Node: node, Switch: args[0], Value: args[1] == "1"})
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "node (default: this one)")
 	return cmd
 }

@@ -24,7 +24,8 @@ and an SSI_* environment variable.`,
 		SilenceErrors: true,
 	}
 	configs.AddFlags(root.PersistentFlags())
-	root.AddCommand(newAgentCmd(), newDoctorCmd(), newLabCmd(), newDebugCmd())
+	root.AddCommand(newAgentCmd(), newNodesCmd(), newStatusCmd(), newTokenCmd(),
+		newDoctorCmd(), newLabCmd(), newDebugCmd())
 	return root
 }
 

@@ -1,0 +1,307 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nodeInfo and statusInfo mirror `ssi nodes --json` and `ssi status
+// --json`: the test reads the binary's output as a user's script would.
+type nodeInfo struct {
+	Name     string          `json:"name"`
+	Addr     string          `json:"addr"`
+	State    string          `json:"state"`
+	Role     string          `json:"role"`
+	Voter    bool            `json:"voter"`
+	Load     float64         `json:"load"`
+	CPUs     float64         `json:"cpus"`
+	Admin    map[string]bool `json:"admin"`
+	LastSeen *time.Time      `json:"last_seen"`
+}
+
+type statusInfo struct {
+	Node         string `json:"node"`
+	ClusterID    string `json:"cluster_id"`
+	Leader       string `json:"leader"`
+	NodesUp      int    `json:"nodes_up"`
+	NodesTotal   int    `json:"nodes_total"`
+	Voters       int    `json:"voters"`
+	Quorum       bool   `json:"quorum"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// clusterLab is a lab under test with helpers to ask its nodes.
+type clusterLab struct {
+	t    *testing.T
+	name string
+	env  []string
+}
+
+func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab {
+	t.Helper()
+	needRoot(t)
+	c := &clusterLab{t: t, name: name, env: []string{"SSI_LAB_SUBNET=" + subnet}}
+	c.ssi("down")
+	t.Cleanup(func() { c.ssi("down") })
+	c.must(append([]string{"up"}, up...)...)
+	return c
+}
+
+func (c *clusterLab) args(a ...string) []string {
+	return append([]string{"lab", "--name", c.name}, a...)
+}
+func (c *clusterLab) ssi(a ...string) result  { return ssi(c.t, c.env, c.args(a...)...) }
+func (c *clusterLab) must(a ...string) string { return mustSSI(c.t, c.env, c.args(a...)...) }
+
+// on runs ssi inside node and decodes its JSON output into v; it reports
+// whether that worked.
+func (c *clusterLab) on(node string, v any, a ...string) bool {
+	r := c.ssi(append([]string{"exec", node, "--", ssiBin}, a...)...)
+	return r.code == 0 && json.Unmarshal([]byte(r.out), v) == nil
+}
+
+func (c *clusterLab) nodes(node string) ([]nodeInfo, bool) {
+	var n []nodeInfo
+	ok := c.on(node, &n, "nodes", "--json")
+	return n, ok
+}
+
+func (c *clusterLab) status(node string) (statusInfo, bool) {
+	var s statusInfo
+	ok := c.on(node, &s, "status", "--json")
+	return s, ok
+}
+
+// agree waits until node lists exactly want as up with live load, one
+// leader among them.
+func (c *clusterLab) agree(node string, want []string, timeout time.Duration) []nodeInfo {
+	c.t.Helper()
+	var last []nodeInfo
+	eventually(c.t, fmt.Sprintf("%s to list %v up with live load", node, want), timeout, func() bool {
+		ns, ok := c.nodes(node)
+		if !ok {
+			return false
+		}
+		last = ns
+		return liveAndExactly(ns, want)
+	})
+	return last
+}
+
+// background starts ssi lab ARGS in its own process group, output to out.
+func (c *clusterLab) background(out io.Writer, a ...string) *exec.Cmd {
+	c.t.Helper()
+	cmd := exec.Command(ssiBin, c.args(a...)...)
+	cmd.Env = append(cmd.Environ(), c.env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The command's children may hold its output open after it is killed.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	return cmd
+}
+
+// stop kills a background command and everything it started in the
+// host's view (what it started inside a node dies with the lab).
+func stop(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+}
+
+func liveAndExactly(ns []nodeInfo, want []string) bool {
+	if len(ns) != len(want) {
+		return false
+	}
+	leaders := 0
+	for i, n := range ns {
+		if n.Name != want[i] || n.State != "up" || n.CPUs <= 0 || n.LastSeen == nil ||
+			time.Since(*n.LastSeen) > 5*time.Second {
+			return false
+		}
+		if n.Role == "leader" {
+			leaders++
+		}
+	}
+	return leaders == 1
+}
+
+var three = []string{"node1", "node2", "node3"}
+
+// TestClusterForms: three agents started with only a token (no address
+// configured) form one cluster, and every node lists all three with live
+// load.
+func TestClusterForms(t *testing.T) {
+	c := newClusterLab(t, "itform", "10.213.10.0/24", "--nodes", "3")
+	for _, n := range three {
+		ns := c.agree(n, three, 5*time.Second)
+		voters := 0
+		for _, x := range ns {
+			if x.Voter {
+				voters++
+			}
+		}
+		if voters != 3 {
+			t.Errorf("%s: %d voters, want 3: %+v", n, voters, ns)
+		}
+	}
+	s1, _ := c.status("node1")
+	s3, _ := c.status("node3")
+	if s1.ClusterID == "" || s1.ClusterID != s3.ClusterID || !s1.Quorum {
+		t.Fatalf("status node1 %+v, node3 %+v", s1, s3)
+	}
+	// Load is live: make node2 busy and watch its load rise on node3.
+	busy := c.background(nil, "exec", "node2", "--", "sh", "-c", "while :; do :; done")
+	defer stop(busy)
+	eventually(t, "node2's load to show on node3", 10*time.Second, func() bool {
+		ns, ok := c.nodes("node3")
+		return ok && len(ns) == 3 && ns[1].Name == "node2" && ns[1].Load > 0.5
+	})
+}
+
+// TestLeaderLossAndReturn: kill the leader, the two others elect one and
+// serve `ssi nodes`; start it again: three nodes, no duplicate.
+func TestLeaderLossAndReturn(t *testing.T) {
+	c := newClusterLab(t, "itlead", "10.213.11.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	st, _ := c.status("node1")
+	old := st.Leader
+	if old == "" {
+		t.Fatal("no leader")
+	}
+	c.must("kill", old)
+	var rest []string
+	for _, n := range three {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	eventually(t, "a new leader among "+strings.Join(rest, ","), 15*time.Second, func() bool {
+		s, ok := c.status(rest[0])
+		return ok && s.Leader != "" && s.Leader != old && s.Quorum
+	})
+	eventually(t, "the dead leader to show down", 15*time.Second, func() bool {
+		ns, ok := c.nodes(rest[1])
+		if !ok || len(ns) != 3 {
+			return false
+		}
+		for _, n := range ns {
+			if n.Name == old {
+				return n.State == "down"
+			}
+		}
+		return false
+	})
+	c.must("start", old)
+	for _, n := range three {
+		c.agree(n, three, 15*time.Second)
+	}
+}
+
+// TestRestartAll: stop all three, start all three: the agreed state is as
+// before, with no token or address given again.
+func TestRestartAll(t *testing.T) {
+	c := newClusterLab(t, "itrest", "10.213.12.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	c.must("exec", "node2", "--", ssiBin, "debug", "admin", "block", "1")
+	c.must("exec", "node1", "--", ssiBin, "debug", "admin", "--node", "node3", "stay", "1")
+	before, _ := c.status("node1")
+	for _, n := range three {
+		c.must("kill", n)
+	}
+	for _, n := range three {
+		c.must("start", n)
+	}
+	for _, n := range three {
+		ns := c.agree(n, three, 20*time.Second)
+		if !ns[1].Admin["block"] || !ns[2].Admin["stay"] || ns[0].Admin["block"] {
+			t.Fatalf("%s: admin switches after restart: %+v", n, ns)
+		}
+	}
+	after, _ := c.status("node3")
+	if after.ClusterID != before.ClusterID || after.NodesTotal != 3 {
+		t.Fatalf("status before %+v, after %+v", before, after)
+	}
+}
+
+// TestStrangersAreRefused: an agent with a wrong token is refused; one
+// with no token forms its own cluster and never enters ours; garbage on
+// the cluster port and on the discovery port harms nothing.
+func TestStrangersAreRefused(t *testing.T) {
+	c := newClusterLab(t, "itstr", "10.213.13.0/24", "--nodes", "5", "--no-agents")
+	for _, n := range three {
+		c.must("start", n)
+	}
+	c.agree("node1", three, 10*time.Second)
+	before, _ := c.status("node1")
+	seed := "10.213.13.11:7700"
+
+	// A well-formed token of another cluster.
+	other := strings.TrimSpace(mustSSI(t, nil, "token", "create", "--offline"))
+	wout := &syncBuffer{}
+	wrong := c.background(wout, "exec", "node4", "--", ssiBin, "agent", "--node-name", "node4",
+		"--join-token", other, "--join", seed)
+	defer stop(wrong)
+	eventually(t, "the wrong token to be refused", 20*time.Second, func() bool {
+		return strings.Contains(wout.String(), "join refused") && strings.Contains(wout.String(), "token")
+	})
+
+	alone := c.background(nil, "exec", "node5", "--", ssiBin, "agent", "--node-name", "node5")
+	defer stop(alone)
+	eventually(t, "the tokenless agent to form its own cluster", 20*time.Second, func() bool {
+		ns, ok := c.nodes("node5")
+		return ok && len(ns) == 1 && ns[0].Name == "node5"
+	})
+
+	// Garbage to the cluster port: the server hangs up.
+	r := c.ssi("exec", "node4", "--", "timeout", "20", "bash", "-c",
+		"exec 3<>/dev/tcp/10.213.13.12/7700; head -c 65536 /dev/urandom >&3 2>/dev/null; cat <&3 >/dev/null")
+	if r.code != 0 {
+		t.Errorf("the cluster port did not hang up on garbage (exit %d)", r.code)
+	}
+	// Garbage to the discovery port.
+	c.must("exec", "node4", "--", "bash", "-c",
+		"for i in 1 2 3 4 5; do head -c 512 /dev/urandom > /dev/udp/239.255.77.77/7701; done; "+
+			`echo '{"v":1,"tag":"x","node":"evil","addr":"1.2.3.4:1","state":"member"}' > /dev/udp/239.255.77.77/7701`)
+
+	for _, n := range three {
+		c.agree(n, three, 10*time.Second)
+	}
+	after, _ := c.status("node1")
+	if after.ClusterID != before.ClusterID || after.NodesTotal != 3 {
+		t.Fatalf("the cluster changed: before %+v, after %+v", before, after)
+	}
+}
+
+// TestPartition: cut one node of three off; the majority keeps working;
+// after heal all agree, including on what was written meanwhile.
+func TestPartition(t *testing.T) {
+	c := newClusterLab(t, "itpart", "10.213.14.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	c.must("partition", "node3")
+	eventually(t, "node3 to show down on node1", 20*time.Second, func() bool {
+		ns, ok := c.nodes("node1")
+		return ok && len(ns) == 3 && ns[2].State == "down"
+	})
+	eventually(t, "the majority to accept a write", 20*time.Second, func() bool {
+		return c.ssi("exec", "node1", "--", ssiBin, "debug", "admin", "expel", "1").code == 0
+	})
+	eventually(t, "node3 to know it lost quorum", 20*time.Second, func() bool {
+		s, ok := c.status("node3")
+		return ok && !s.Quorum
+	})
+	c.must("heal", "node3")
+	for _, n := range three {
+		ns := c.agree(n, three, 20*time.Second)
+		if !ns[0].Admin["expel"] {
+			t.Fatalf("%s does not have the write made during the partition: %+v", n, ns)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Result is what a committed command produced.
+type Result struct {
+	// Index is the command's raft log index. A node that must see the
+	// command's effect in its own replica waits for it with WaitApplied.
+	Index uint64 `json:"index"`
+	// CPID is the cpid ProcAdd assigned; zero for other commands.
+	CPID int `json:"cpid,omitempty"`
+}
+
+// Apply commits cmd through raft and applies it; only the leader can. On
+// a follower it returns a *NotLeaderError (errors.Is ErrNotLeader) naming
+// the leader: encode the command with EncodeCommand, send the bytes to
+// the leader and have it call ApplyEncoded.
+//
+// A state error (ErrNotFound, ErrExists, ErrBusy, ErrInvalid) means the
+// command was committed, at Result.Index, but changed nothing. If ctx
+// ends first the outcome is unknown: the command may still commit.
+func (s *Store) Apply(ctx context.Context, cmd Command) (Result, error) {
+	b, err := EncodeCommand(cmd)
+	if err != nil {
+		return Result{}, err
+	}
+	return s.apply(ctx, b)
+}
+
+// ApplyEncoded is Apply for bytes made by EncodeCommand, typically on
+// another node that forwarded them here. The bytes are decoded first and
+// refused with ErrBadCommand if this binary does not know their type or
+// version or cannot decode the body: garbage never enters the log, where
+// it would stop every node that applies it.
+func (s *Store) ApplyEncoded(ctx context.Context, b []byte) (Result, error) {
+	if _, err := DecodeCommand(b); err != nil {
+		return Result{}, err
+	}
+	// raft keeps the slice in its log; the caller may reuse its buffer.
+	return s.apply(ctx, append([]byte(nil), b...))
+}
+
+func (s *Store) apply(ctx context.Context, b []byte) (Result, error) {
+	if err := s.leaderOnly(ctx); err != nil {
+		return Result{}, err
+	}
+	f := s.raft.Apply(b, enqueueTimeout(ctx))
+	if err := s.wait(ctx, f); err != nil {
+		return Result{}, fmt.Errorf("apply %v: %w", CommandType(b[0]), err)
+	}
+	res, ok := f.Response().(applyResult)
+	if !ok {
+		return Result{}, fmt.Errorf("apply %v: unexpected response %T", CommandType(b[0]), f.Response())
+	}
+	return Result{Index: f.Index(), CPID: res.cpid}, res.err
+}
+
+// leaderOnly fails fast, with the leader's address, on a follower.
+func (s *Store) leaderOnly(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.raft.State() != raft.Leader {
+		return s.notLeader()
+	}
+	return nil
+}
+
+func (s *Store) notLeader() error {
+	addr, id := s.raft.LeaderWithID()
+	return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// enqueueTimeout is how long raft may wait to accept a command: the rest
+// of ctx's time, or forever (0) without a deadline.
+func enqueueTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 0
+}
+
+// wait waits for a raft future or ctx, whichever ends first, and turns
+// raft's errors into this package's.
+func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return s.mapErr(err)
+	case <-ctx.Done():
+		return fmt.Errorf("outcome unknown: %w", ctx.Err())
+	}
+}
+
+// mapErr keeps raft's error values inside the package. Errors without a
+// counterpart are flattened to text on purpose (%v).
+func (s *Store) mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrNotVoter):
+		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
+		return ErrLeadershipLost
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("leadership transfer in progress: %w", ErrNoLeader)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrTimeout
+	}
+	return fmt.Errorf("raft: %v", err)
+}
