@@ -10,9 +10,10 @@ labs=(bench1 bench3)
 cleanup() { for l in "${labs[@]}"; do "$SSI" lab --name "$l" down >/dev/null 2>&1 || true; done; }
 trap cleanup EXIT
 
-run() { # lab node concurrency -> "p50 p99 persec"
+run() { # lab node concurrency -> "p50 p99 persec", rounded
   "$SSI" lab --name "$1" exec "$2" -- "$SSI" debug raft-bench -n "$N" -c "$3" --json |
-    sed -n 's/.*"\(p50_ms\|p99_ms\|per_second\)": \([0-9.]*\).*/\2/p' | tr '\n' ' '
+    sed -n 's/.*"\(p50_ms\|p99_ms\|per_second\)": \([0-9.]*\).*/\2/p' |
+    awk '{ v[NR] = $1 } END { printf "%.2f %.2f %.0f", v[1], v[2], v[3] }'
 }
 
 SSI_LAB_SUBNET=10.213.20.0/24 "$SSI" lab --name bench1 up --nodes 1 >/dev/null
