@@ -216,9 +216,12 @@ func TestRestartAll(t *testing.T) {
 	for _, n := range three {
 		c.must("kill", n)
 	}
-	for _, n := range three {
-		c.must("start", n)
-	}
+	c.must("start", "node1")
+	c.must("start", "node2")
+	// node3 comes back with its state directory and no token at all.
+	agent3 := c.background(nil, "exec", "node3", "--", ssiBin, "agent", "--node-name", "node3",
+		"--node-advertise-addr", "10.213.12.13")
+	defer stop(agent3)
 	for _, n := range three {
 		ns := c.agree(n, three, 20*time.Second)
 		if !ns[1].Admin["block"] || !ns[2].Admin["stay"] || ns[0].Admin["block"] {
@@ -304,4 +307,36 @@ func TestPartition(t *testing.T) {
 			t.Fatalf("%s does not have the write made during the partition: %+v", n, ns)
 		}
 	}
+}
+
+// TestVotersAndRemoval: the fourth node joins as a non-voter; when a
+// voter dies the leader promotes it, and removes the dead node once it
+// has been gone longer than cluster.remove_after.
+func TestVotersAndRemoval(t *testing.T) {
+	needRoot(t)
+	c := &clusterLab{t: t, name: "itvote", env: []string{"SSI_LAB_SUBNET=10.213.15.0/24",
+		// Agents inherit the lab's environment.
+		"SSI_CLUSTER_REMOVE_AFTER=5s"}}
+	c.ssi("down")
+	t.Cleanup(func() { c.ssi("down") })
+	c.must("up", "--nodes", "4")
+	four := []string{"node1", "node2", "node3", "node4"}
+	ns := c.agree("node2", four, 10*time.Second)
+	if !ns[0].Voter || !ns[1].Voter || !ns[2].Voter || ns[3].Voter {
+		t.Fatalf("want node1-3 voters and node4 not: %+v", ns)
+	}
+	c.must("kill", "node1")
+	rest := []string{"node2", "node3", "node4"}
+	eventually(t, "node1 removed and node4 promoted", 40*time.Second, func() bool {
+		ns, ok := c.nodes("node3")
+		if !ok || !liveAndExactly(ns, rest) {
+			return false
+		}
+		for _, n := range ns {
+			if !n.Voter {
+				return false
+			}
+		}
+		return true
+	})
 }
