@@ -24,6 +24,11 @@ for n in node1 node2 node3; do
 done
 
 step "the agents found each other (token only, no addresses): ssi nodes on node3"
+# Wait (up to 10 s) for node3 to hear every node's load once.
+for _ in $(seq 100); do
+  [ "$("$SSI" lab exec node3 -- "$SSI" nodes --json | grep -c '"last_seen"')" = 3 ] && break
+  sleep 0.1
+done
 "$SSI" lab exec node3 -- "$SSI" nodes
 "$SSI" lab exec node3 -- "$SSI" status
 

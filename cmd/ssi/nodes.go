@@ -34,8 +34,13 @@ func newNodesCmd() *cobra.Command {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tADDR\tSTATE\tROLE\tLOAD\tCPUS\tMEM\tPROCS")
 			for _, n := range nodes {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.2f\t%g\t%s/%s\t%d\n", n.Name, n.Addr, n.State, n.Role,
-					n.Load, n.CPUs, humanBytes(n.MemFree), humanBytes(n.MemTotal), n.Procs)
+				// No sample from that node yet: say so rather than print zeros.
+				load, free := "-", "-"
+				if n.LastSeen != nil {
+					load, free = fmt.Sprintf("%.2f", n.Load), humanBytes(n.MemFree)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%g\t%s/%s\t%d\n", n.Name, n.Addr, n.State, n.Role,
+					load, n.CPUs, free, humanBytes(n.MemTotal), n.Procs)
 			}
 			return w.Flush()
 		},
