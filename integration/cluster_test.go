@@ -266,7 +266,9 @@ func TestStrangersAreRefused(t *testing.T) {
 	// Garbage to the cluster port: the server hangs up.
 	r := c.ssi("exec", "node4", "--", "timeout", "20", "bash", "-c",
 		"exec 3<>/dev/tcp/10.213.13.12/7700; head -c 65536 /dev/urandom >&3 2>/dev/null; cat <&3 >/dev/null")
-	if r.code != 0 {
+	// cat ends at EOF (0) or on the reset that a close with unread
+	// garbage sends (1); timeout's 124 means the server kept listening.
+	if r.code != 0 && r.code != 1 {
 		t.Errorf("the cluster port did not hang up on garbage (exit %d)", r.code)
 	}
 	// Garbage to the discovery port.
