@@ -153,7 +153,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.becomeMember(id, formed); err != nil {
 		return err
 	}
-	defer a.leave()
+	// The loops stop before the store and port they use close.
+	defer func() {
+		cancel()
+		wg.Wait()
+		a.leave()
+	}()
 	a.isMember.Store(true)
 	a.log.Info("agent up", "node", a.cfg.NodeName, "cluster", clusterID(id))
 
