@@ -33,6 +33,7 @@ import (
 
 	"ssi/cluster/discovery"
 	"ssi/cluster/transport"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
@@ -53,6 +54,10 @@ type Config struct {
 	Voters            int
 	RemoveAfter       time.Duration
 	TelemetryInterval time.Duration
+	// FS mounts /cluster when Mountpoint is set.
+	Mountpoint   string
+	AttrTimeout  time.Duration
+	EntryTimeout time.Duration
 }
 
 // Agent is one node's daemon.
@@ -161,6 +166,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.isMember.Store(true)
 	a.log.Info("agent up", "node", a.cfg.NodeName, "cluster", clusterID(id))
+
+	if a.cfg.Mountpoint != "" {
+		m, err := fs.Mount(fsView{a}, fs.Options{Mountpoint: a.cfg.Mountpoint,
+			AttrTimeout: a.cfg.AttrTimeout, EntryTimeout: a.cfg.EntryTimeout, Log: a.base.With("component", "fs")})
+		if err != nil {
+			return fmt.Errorf("%w (run as root; fs.mountpoint \"\" runs without /cluster)", err)
+		}
+		defer func() {
+			if err := m.Unmount(); err != nil {
+				a.log.Warn("unmount", "err", err)
+			}
+		}()
+		a.log.Info("mounted", "at", a.cfg.Mountpoint)
+	}
 
 	// Registration needs a leader, hence a quorum: members restarting one
 	// by one must not wait for it before the next one starts.

@@ -65,7 +65,9 @@ type CRIUConfig struct {
 
 // FSConfig configures the /cluster mount.
 type FSConfig struct {
-	Mountpoint string `mapstructure:"mountpoint"`
+	Mountpoint   string        `mapstructure:"mountpoint"`
+	AttrTimeout  time.Duration `mapstructure:"attr_timeout"`
+	EntryTimeout time.Duration `mapstructure:"entry_timeout"`
 }
 
 // LabConfig configures `ssi lab`, the simulated cluster on one machine.
@@ -106,7 +108,9 @@ var Keys = []Key{
 	{"criu.path", "/opt/ssi/criu/bin/criu", "CRIU binary (>= 4.1); make setup installs a wrapper here"},
 	{"criu.no_breakpoints", true, "run CRIU with CRIU_FAULT=130: needed where hardware breakpoints do not fire (VMs)"},
 	{"criu.work_dir", "/var/lib/ssi/criu", "where checkpoint images and CRIU logs are kept"},
-	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted"},
+	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},
+	{"fs.attr_timeout", time.Second, "how long the kernel may cache /cluster attributes"},
+	{"fs.entry_timeout", time.Second, "how long the kernel may cache /cluster names (processes come and go)"},
 	{"lab.name", "ssi", "name of the lab (up to 8 characters): several labs can coexist"},
 	{"lab.dir", "/var/lib/ssi-lab", "where labs keep their nodes' state"},
 	{"lab.subnet", "10.213.0.0/24", "private subnet of the lab's bridge; node K gets host address K+10"},

@@ -164,6 +164,49 @@ func TestClusterForms(t *testing.T) {
 		ns, ok := c.nodes("node3")
 		return ok && len(ns) == 3 && ns[1].Name == "node2" && ns[1].Load > 0.5
 	})
+	// ... and in node3's /cluster, as openMosix's /proc/hpc showed it.
+	eventually(t, "/cluster/nodes/node2/load on node3 to show the work", 10*time.Second, func() bool {
+		r := c.ssi("exec", "node3", "--", "cat", "/cluster/nodes/node2/load")
+		var load float64
+		_, err := fmt.Sscanf(r.out, "%f", &load)
+		return r.code == 0 && err == nil && load > 0.5
+	})
+}
+
+// TestClusterFiles: every node's /cluster shows the whole cluster, and
+// its admin files set this node's switches in the agreed state.
+func TestClusterFiles(t *testing.T) {
+	c := newClusterLab(t, "itfile", "10.213.16.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	for _, n := range three {
+		out := c.must("exec", n, "--", "ls", "/cluster/nodes")
+		if strings.Join(strings.Fields(out), " ") != "node1 node2 node3" {
+			t.Fatalf("ls /cluster/nodes on %s: %q", n, out)
+		}
+		if st := c.must("exec", n, "--", "cat", "/cluster/nodes/node1/status"); st != "up\n" {
+			t.Fatalf("node1's status on %s: %q", n, st)
+		}
+	}
+	c.must("exec", "node2", "--", "sh", "-c", "echo 1 > /cluster/admin/block")
+	eventually(t, "node3 to see node2 blocking", 10*time.Second, func() bool {
+		ns, ok := c.nodes("node3")
+		return ok && len(ns) == 3 && ns[1].Admin["block"] && !ns[0].Admin["block"]
+	})
+	if got := c.must("exec", "node2", "--", "cat", "/cluster/admin/block"); got != "1\n" {
+		t.Fatalf("node2's admin/block reads %q", got)
+	}
+	r := c.ssi("exec", "node2", "--", "bash", "-c", "echo maybe > /cluster/admin/block")
+	if r.code == 0 || !strings.Contains(r.err, "Invalid argument") {
+		t.Fatalf("garbage to admin/block: exit %d, %q", r.code, r.err)
+	}
+	r = c.ssi("exec", "node2", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+		"bash", "-c", "echo 0 > /cluster/admin/block")
+	if r.code == 0 || !strings.Contains(r.err, "Operation not permitted") {
+		t.Fatalf("a user's write to admin/block: exit %d, %q", r.code, r.err)
+	}
+	if got := c.must("exec", "node2", "--", "cat", "/cluster/admin/block"); got != "1\n" {
+		t.Fatalf("a refused write changed admin/block: %q", got)
+	}
 }
 
 // TestLeaderLossAndReturn: kill the leader, the two others elect one and

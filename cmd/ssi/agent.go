@@ -43,6 +43,9 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 				Voters:            cfg.Cluster.Voters,
 				RemoveAfter:       cfg.Cluster.RemoveAfter,
 				TelemetryInterval: cfg.Cluster.TelemetryInterval,
+				Mountpoint:        cfg.FS.Mountpoint,
+				AttrTimeout:       cfg.FS.AttrTimeout,
+				EntryTimeout:      cfg.FS.EntryTimeout,
 			}, log)
 			if err != nil {
 				return err

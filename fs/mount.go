@@ -1,0 +1,116 @@
+package fs
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure the mount.
+type Options struct {
+	Mountpoint string
+	// AttrTimeout and EntryTimeout are how long the kernel may cache
+	// attributes and names: short, because processes and nodes come and
+	// go. Contents are never cached (direct I/O).
+	AttrTimeout  time.Duration
+	EntryTimeout time.Duration
+	Log          *slog.Logger
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		o.Log.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// Mounted is a live /cluster.
+type Mounted struct {
+	srv        *fuse.Server
+	mountpoint string
+}
+
+// Mount serves v at o.Mountpoint. A mount left there by an agent that
+// crashed (its server gone: "transport endpoint is not connected") is
+// detached first.
+func Mount(v View, o Options) (*Mounted, error) {
+	if err := os.MkdirAll(o.Mountpoint, 0o755); err != nil && !isStale(o.Mountpoint) {
+		return nil, fmt.Errorf("mountpoint %s: %w", o.Mountpoint, err)
+	}
+	if mountedAt(o.Mountpoint) {
+		o.logf("replacing a stale mount at %s", o.Mountpoint)
+		if err := unix.Unmount(o.Mountpoint, unix.MNT_DETACH); err != nil {
+			return nil, fmt.Errorf("removing the stale mount at %s: %w", o.Mountpoint, err)
+		}
+	}
+	root := &rootNode{view: v, cfg: &o}
+	attr, entry := o.AttrTimeout, o.EntryTimeout
+	srv, err := gofs.Mount(o.Mountpoint, root, &gofs.Options{
+		AttrTimeout:     &attr,
+		EntryTimeout:    &entry,
+		NegativeTimeout: &entry,
+		MountOptions: fuse.MountOptions{
+			FsName: "ssi", Name: "cluster",
+			// Every user of the node sees the cluster; writes are checked
+			// per caller by the handlers.
+			AllowOther:  true,
+			DirectMount: true,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", o.Mountpoint, err)
+	}
+	return &Mounted{srv: srv, mountpoint: o.Mountpoint}, nil
+}
+
+// Unmount detaches the file system and waits (briefly) for its server to
+// stop. A mount kept busy is detached lazily, so that a shell whose cwd is
+// inside does not keep the agent from stopping.
+func (m *Mounted) Unmount() error {
+	err := m.srv.Unmount()
+	if err != nil {
+		// Busy (a shell's cwd is inside): detach it from the tree; the
+		// kernel ends the connection when the last user leaves.
+		err = unix.Unmount(m.mountpoint, unix.MNT_DETACH)
+	}
+	done := make(chan struct{})
+	go func() { m.srv.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.mountpoint, err)
+	}
+	return nil
+}
+
+// isStale reports a mount point whose FUSE server is gone.
+func isStale(path string) bool {
+	_, err := os.Stat(path)
+	return err != nil && strings.Contains(err.Error(), "not connected")
+}
+
+// mountedAt reports whether something is mounted at path in our mount
+// namespace.
+func mountedAt(path string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && fields[4] == path {
+			return true
+		}
+	}
+	return false
+}

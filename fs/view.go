@@ -1,0 +1,172 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// View is what the file system shows and where writes go. The agent
+// (cluster/) implements it; fs/ only renders and accepts. Every method is
+// called for every request, so the files are always live; they must be
+// quick and must never touch the mount itself.
+type View interface {
+	// Nodes lists the cluster's nodes, sorted by name.
+	Nodes() []NodeView
+	// Procs lists the cluster's processes, sorted by cpid.
+	Procs() []ProcView
+	// Admin returns this node's admin switches.
+	Admin() map[string]bool
+	// SetAdmin sets one of this node's admin switches.
+	SetAdmin(ctx context.Context, name string, value bool) error
+	// Migrate moves a process to target ("NODE", "home" or "balance") on
+	// behalf of uid, returning when done.
+	Migrate(ctx context.Context, cpid int, target string, uid uint32) error
+	// SetLock pins (or unpins) a process on behalf of uid.
+	SetLock(ctx context.Context, cpid int, lock bool, uid uint32) error
+}
+
+// NodeView is one node as /cluster/nodes/<name>/ shows it.
+type NodeView struct {
+	Name    string
+	Up      bool
+	Load    float64 // CPUs' worth of time used per second
+	CPUs    float64
+	MemFree uint64
+	MemSize uint64
+	Speed   int
+}
+
+// ProcView is one cluster process as /cluster/proc/<cpid>/ shows it.
+type ProcView struct {
+	CPID     int
+	Name     string
+	Argv     []string
+	State    string
+	Node     string
+	Home     string
+	Pid      int // on the node it runs on now; 0 if unknown here
+	UID      int
+	NMigs    int
+	RSS      uint64
+	CPU      float64
+	Lock     bool
+	CantMove string
+	Started  time.Time
+}
+
+// Domain errors a View returns; errno maps them, in one place.
+var (
+	// ErrNoProcess: the process has ended or never existed (ENOENT).
+	ErrNoProcess = errors.New("no such cluster process")
+	// ErrBadValue: the written value is not acceptable (EINVAL).
+	ErrBadValue = errors.New("bad value")
+	// ErrPermission: the caller may not do this (EPERM).
+	ErrPermission = errors.New("operation not permitted")
+	// ErrNodeDown: the target node is down (EHOSTUNREACH).
+	ErrNodeDown = errors.New("node is down")
+	// ErrBusy: a migration of the process is under way (EBUSY).
+	ErrBusy = errors.New("busy")
+	// ErrNotImplemented: not there yet (ENOSYS).
+	ErrNotImplemented = errors.New("not implemented")
+	// ErrNoQuorum: the cluster cannot accept writes now (EROFS).
+	ErrNoQuorum = errors.New("no quorum")
+)
+
+// errno maps a View's error to what the writer sees. Unknown errors are
+// EIO; the caller logs them.
+func errno(err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrNoProcess):
+		return syscall.ENOENT
+	case errors.Is(err, ErrBadValue):
+		return syscall.EINVAL
+	case errors.Is(err, ErrPermission):
+		return syscall.EPERM
+	case errors.Is(err, ErrNodeDown):
+		return syscall.EHOSTUNREACH
+	case errors.Is(err, ErrBusy):
+		return syscall.EBUSY
+	case errors.Is(err, ErrNotImplemented):
+		return syscall.ENOSYS
+	case errors.Is(err, ErrNoQuorum):
+		return syscall.EROFS
+	}
+	return syscall.EIO
+}
+
+// Renderers: one per file, from the view model to the file's bytes.
+
+func renderNodeFile(n NodeView, file string) string {
+	switch file {
+	case "load":
+		return fmt.Sprintf("%.2f\n", n.Load)
+	case "cpus":
+		return fmt.Sprintf("%g\n", n.CPUs)
+	case "mem":
+		return fmt.Sprintf("%d %d\n", n.MemFree, n.MemSize)
+	case "speed":
+		return fmt.Sprintf("%d\n", n.Speed)
+	case "status":
+		if n.Up {
+			return "up\n"
+		}
+		return "down\n"
+	}
+	return ""
+}
+
+var nodeFiles = []string{"load", "cpus", "mem", "speed", "status"}
+
+func renderProcFile(p ProcView, file string) string {
+	switch file {
+	case "where":
+		return p.Node + "\n"
+	case "status":
+		var b strings.Builder
+		fmt.Fprintf(&b, "Name:\t%s\nState:\t%s\nNode:\t%s\nHome:\t%s\nPid:\t%d\nUid:\t%d\n",
+			p.Name, p.State, p.Node, p.Home, p.Pid, p.UID)
+		fmt.Fprintf(&b, "Migrations:\t%d\nVmRSS:\t%d kB\nCpu:\t%.2f\nStarted:\t%s\n",
+			p.NMigs, p.RSS>>10, p.CPU, p.Started.UTC().Format(time.RFC3339))
+		return b.String()
+	case "cmdline":
+		if len(p.Argv) == 0 {
+			return ""
+		}
+		return strings.Join(p.Argv, "\x00") + "\x00"
+	case "cantmove":
+		if p.CantMove == "" {
+			return ""
+		}
+		return p.CantMove + "\n"
+	case "lock":
+		if p.Lock {
+			return "1\n"
+		}
+		return "0\n"
+	case "nmigs":
+		return fmt.Sprintf("%d\n", p.NMigs)
+	}
+	return ""
+}
+
+var procFiles = []string{"where", "status", "cmdline", "cantmove", "lock", "nmigs"}
+
+var adminFiles = []string{"block", "bring", "expel", "stay"}
+
+// parseBool accepts what a shell's echo writes: "0" or "1", with an
+// optional newline.
+func parseBool(data []byte) (bool, error) {
+	switch strings.TrimSuffix(string(data), "\n") {
+	case "0":
+		return false, nil
+	case "1":
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: want 0 or 1", ErrBadValue)
+}
