@@ -16,6 +16,9 @@ type Result struct {
 	Index uint64 `json:"index"`
 	// CPID is the cpid ProcAdd assigned; zero for other commands.
 	CPID int `json:"cpid,omitempty"`
+	// Ino is the inode number HomeCreate assigned; zero for other
+	// commands.
+	Ino uint64 `json:"ino,omitempty"`
 }
 
 // Apply commits cmd through raft and applies it; only the leader can. On
@@ -59,7 +62,7 @@ func (s *Store) apply(ctx context.Context, b []byte) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("apply %v: unexpected response %T", CommandType(b[0]), f.Response())
 	}
-	return Result{Index: f.Index(), CPID: res.cpid}, res.err
+	return Result{Index: f.Index(), CPID: res.cpid, Ino: res.ino}, res.err
 }
 
 // leaderOnly fails fast, with the leader's address, on a follower.

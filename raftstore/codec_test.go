@@ -11,7 +11,7 @@ import (
 
 // allCommands has one filled-in value of every command type.
 func allCommands() []Command {
-	return []Command{
+	return append([]Command{
 		NodeUpsert{Name: "n1", Addr: "a:1", State: NodeDown, CPUs: 1.5, Memory: 1 << 30, Speed: 7, JoinedAt: t0},
 		NodeRemove{Name: "n1"},
 		NodeSetState{Name: "n1", State: NodeLeft},
@@ -24,7 +24,7 @@ func allCommands() []Command {
 		MigrationEnd{CPID: 3, ID: "m", Commit: true},
 		TokenAdd{Hash: HashToken("t"), CreatedAt: t0},
 		TokenRemove{Hash: HashToken("t")},
-	}
+	}, allHomeCommands()...)
 }
 
 func TestCommandRoundTrip(t *testing.T) {

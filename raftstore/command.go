@@ -31,6 +31,15 @@ const (
 	CmdMigrationEnd   CommandType = 10
 	CmdTokenAdd       CommandType = 11
 	CmdTokenRemove    CommandType = 12
+	CmdHomeConfig     CommandType = 13
+	CmdHomeCreate     CommandType = 14
+	CmdHomeWrite      CommandType = 15
+	CmdHomeTruncate   CommandType = 16
+	CmdHomeSetAttr    CommandType = 17
+	CmdHomeLink       CommandType = 18
+	CmdHomeUnlink     CommandType = 19
+	CmdHomeRmdir      CommandType = 20
+	CmdHomeRename     CommandType = 21
 )
 
 // Command is one change to the agreed state. The set is closed: only the
@@ -68,6 +77,15 @@ var codecs = map[CommandType]codec{
 	CmdMigrationEnd:   v1[MigrationEnd]("migration end"),
 	CmdTokenAdd:       v1[TokenAdd]("token add"),
 	CmdTokenRemove:    v1[TokenRemove]("token remove"),
+	CmdHomeConfig:     v1[HomeConfig]("home config"),
+	CmdHomeCreate:     v1[HomeCreate]("home create"),
+	CmdHomeWrite:      v1[HomeWrite]("home write"),
+	CmdHomeTruncate:   v1[HomeTruncate]("home truncate"),
+	CmdHomeSetAttr:    v1[HomeSetAttr]("home setattr"),
+	CmdHomeLink:       v1[HomeLink]("home link"),
+	CmdHomeUnlink:     v1[HomeUnlink]("home unlink"),
+	CmdHomeRmdir:      v1[HomeRmdir]("home rmdir"),
+	CmdHomeRename:     v1[HomeRename]("home rename"),
 }
 
 // v1 is the codec of a command that has only ever had version 1.

@@ -36,6 +36,21 @@ var (
 	// acceptable in the current state (bad state name, unknown admin
 	// switch, wrong source node...).
 	ErrInvalid = errors.New("invalid command")
+	// ErrNotEmpty is a state error: the home directory to remove or
+	// replace has entries.
+	ErrNotEmpty = errors.New("directory not empty")
+	// ErrIsDir is a state error: the home inode is a directory and the
+	// command wants something else (unlink, write, link).
+	ErrIsDir = errors.New("is a directory")
+	// ErrNotDir is a state error: the home inode is not a directory and
+	// the command wants one (a parent, rmdir).
+	ErrNotDir = errors.New("not a directory")
+	// ErrFileTooBig is a state error: the write or truncate would pass
+	// the home tree's maximum file size.
+	ErrFileTooBig = errors.New("file too big")
+	// ErrNoSpace is a state error: the write or truncate would pass the
+	// home tree's quota.
+	ErrNoSpace = errors.New("no space left")
 
 	// ErrBadCommand means encoded command bytes are not a command this
 	// version knows: unknown type or version, or an undecodable body.
@@ -84,6 +99,11 @@ var errorCodes = []struct {
 	{"exists", ErrExists},
 	{"busy", ErrBusy},
 	{"invalid", ErrInvalid},
+	{"not_empty", ErrNotEmpty},
+	{"is_dir", ErrIsDir},
+	{"not_dir", ErrNotDir},
+	{"file_too_big", ErrFileTooBig},
+	{"no_space", ErrNoSpace},
 	{"bad_command", ErrBadCommand},
 }
 

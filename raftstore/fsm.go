@@ -22,6 +22,7 @@ type fsm struct {
 // applyResult is what FSM.Apply hands back to the leader's Apply call.
 type applyResult struct {
 	cpid int
+	ino  uint64
 	err  error
 }
 
@@ -85,6 +86,25 @@ func (f *fsm) dispatch(cmd Command) applyResult {
 		return applyResult{err: applyTokenAdd(s, c)}
 	case TokenRemove:
 		return applyResult{err: applyTokenRemove(s, c)}
+	case HomeConfig:
+		return applyResult{err: applyHomeConfig(s, c)}
+	case HomeCreate:
+		ino, err := applyHomeCreate(s, c)
+		return applyResult{ino: ino, err: err}
+	case HomeWrite:
+		return applyResult{err: applyHomeWrite(s, c)}
+	case HomeTruncate:
+		return applyResult{err: applyHomeTruncate(s, c)}
+	case HomeSetAttr:
+		return applyResult{err: applyHomeSetAttr(s, c)}
+	case HomeLink:
+		return applyResult{err: applyHomeLink(s, c)}
+	case HomeUnlink:
+		return applyResult{err: applyHomeUnlink(s, c)}
+	case HomeRmdir:
+		return applyResult{err: applyHomeRmdir(s, c)}
+	case HomeRename:
+		return applyResult{err: applyHomeRename(s, c)}
 	}
 	// A codec without a case here is a programming error, not corruption.
 	panic(fmt.Sprintf("raftstore: no apply function for %v", cmd.Type()))

@@ -29,12 +29,16 @@ const (
 
 // Snapshot record types. Append only.
 const (
-	recEnd       byte = 0
-	recCounters  byte = 1
-	recNode      byte = 2
-	recProc      byte = 3
-	recMigration byte = 4
-	recToken     byte = 5
+	recEnd        byte = 0
+	recCounters   byte = 1
+	recNode       byte = 2
+	recProc       byte = 3
+	recMigration  byte = 4
+	recToken      byte = 5
+	recHomeConfig byte = 6
+	recHomeInode  byte = 7
+	recHomeDirent byte = 8
+	recHomeBlock  byte = 9
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -104,6 +108,7 @@ func writeSnapshot(w io.Writer, st *state) error {
 	for _, t := range st.tokenList() {
 		sw.record(recToken, t)
 	}
+	writeHome(sw, st.home)
 	sw.record(recEnd, snapEnd{Records: sw.n})
 	if sw.err != nil {
 		return sw.err
@@ -129,6 +134,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 		return nil, fmt.Errorf("snapshot format version %d, want %d: %w", v, snapVersion, ErrBadSnapshot)
 	}
 	st := newState()
+	st.home = emptyHomeState()
+	hadHome := false
 	for n := 0; ; n++ {
 		typ, body, err := readRecord(br)
 		if err != nil {
@@ -139,8 +146,12 @@ func readSnapshot(r io.Reader) (*state, error) {
 			if err := json.Unmarshal(body, &end); err != nil || end.Records != n {
 				return nil, fmt.Errorf("snapshot end: %d records, end record says otherwise: %w", n, ErrBadSnapshot)
 			}
+			if err := st.home.finish(hadHome); err != nil {
+				return nil, fmt.Errorf("snapshot: %v: %w", err, ErrBadSnapshot)
+			}
 			return st, nil
 		}
+		hadHome = hadHome || typ == recHomeConfig
 		if err := st.addRecord(typ, body); err != nil {
 			return nil, fmt.Errorf("snapshot record %d: %v: %w", n, err, ErrBadSnapshot)
 		}
@@ -192,6 +203,8 @@ func (st *state) addRecord(typ byte, body []byte) error {
 			return errors.New("duplicate token")
 		}
 		st.tokens[t.Hash] = t
+	case recHomeConfig, recHomeInode, recHomeDirent, recHomeBlock:
+		return st.home.addHomeRecord(typ, body)
 	default:
 		return fmt.Errorf("unknown record type %d", typ)
 	}

@@ -134,6 +134,7 @@ type state struct {
 	migrations map[int]*Migration // by cpid
 	tokens     map[string]TokenHash
 	nextCPID   int
+	home       *homeState // the replicated /cluster/home
 	// applied is the index of the last command in this state; it travels
 	// in snapshots so WaitApplied is right after a restore.
 	applied uint64
@@ -146,6 +147,7 @@ func newState() *state {
 		migrations: map[int]*Migration{},
 		tokens:     map[string]TokenHash{},
 		nextCPID:   1,
+		home:       newHomeState(),
 	}
 }
 
@@ -157,6 +159,7 @@ func (s *state) clone() *state {
 		migrations: make(map[int]*Migration, len(s.migrations)),
 		tokens:     maps.Clone(s.tokens),
 		nextCPID:   s.nextCPID,
+		home:       s.home.clone(),
 		applied:    s.applied,
 	}
 	for k, n := range s.nodes {

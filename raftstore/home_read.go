@@ -1,0 +1,82 @@
+package raftstore
+
+import "fmt"
+
+// The home tree's read side, served from this node's replica like every
+// read (see read.go): safe alongside Apply, returns copies. Errors wrap
+// ErrNotFound, ErrNotDir, ErrIsDir or ErrInvalid.
+
+// HomeLookup returns the inode called name in directory parent.
+func (s *Store) HomeLookup(parent uint64, name string) (HomeInode, error) {
+	var in HomeInode
+	var err error
+	s.fsm.view(func(st *state) {
+		var p *HomeInode
+		if p, err = st.home.lookup(parent, name); err == nil {
+			in = *p
+		}
+	})
+	if err != nil {
+		return HomeInode{}, fmt.Errorf("home lookup %q in %d: %w", name, parent, err)
+	}
+	return in, nil
+}
+
+// HomeGetattr returns inode ino.
+func (s *Store) HomeGetattr(ino uint64) (HomeInode, error) {
+	var in HomeInode
+	var ok bool
+	s.fsm.view(func(st *state) {
+		var p *HomeInode
+		if p, ok = st.home.inodes[ino]; ok {
+			in = *p
+		}
+	})
+	if !ok {
+		return HomeInode{}, fmt.Errorf("home getattr %d: %w", ino, ErrNotFound)
+	}
+	return in, nil
+}
+
+// HomeReaddir returns directory ino's entries, sorted by name, without
+// "." and "..".
+func (s *Store) HomeReaddir(ino uint64) ([]HomeDirent, error) {
+	var out []HomeDirent
+	var err error
+	s.fsm.view(func(st *state) { out, err = st.home.readdir(ino) })
+	if err != nil {
+		return nil, fmt.Errorf("home readdir %d: %w", ino, err)
+	}
+	return out, nil
+}
+
+// HomeRead returns up to n bytes of file ino from offset off: fewer at
+// the end of the file, none past it. Holes read as zeros.
+func (s *Store) HomeRead(ino, off uint64, n int) ([]byte, error) {
+	var out []byte
+	var err error
+	s.fsm.view(func(st *state) { out, err = st.home.read(ino, off, n) })
+	if err != nil {
+		return nil, fmt.Errorf("home read %d: %w", ino, err)
+	}
+	return out, nil
+}
+
+// HomeReadlink returns symlink ino's target.
+func (s *Store) HomeReadlink(ino uint64) (string, error) {
+	in, err := s.HomeGetattr(ino)
+	if err != nil {
+		return "", err
+	}
+	if in.Type != HomeSymlink {
+		return "", fmt.Errorf("home readlink %d: not a symlink: %w", ino, ErrInvalid)
+	}
+	return in.Target, nil
+}
+
+// HomeStatfs returns the home tree's usage and limits.
+func (s *Store) HomeStatfs() HomeStats {
+	var out HomeStats
+	s.fsm.view(func(st *state) { out = st.home.stats() })
+	return out
+}
