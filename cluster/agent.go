@@ -169,7 +169,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	if a.cfg.Mountpoint != "" {
 		m, err := fs.Mount(fsView{a}, fs.Options{Mountpoint: a.cfg.Mountpoint,
-			AttrTimeout: a.cfg.AttrTimeout, EntryTimeout: a.cfg.EntryTimeout, Log: a.base.With("component", "fs")})
+			AttrTimeout: a.cfg.AttrTimeout, EntryTimeout: a.cfg.EntryTimeout, Log: a.base.With("component", "fs"),
+			Home: homeBackend{a}})
 		if err != nil {
 			return fmt.Errorf("%w (run as root; fs.mountpoint \"\" runs without /cluster)", err)
 		}

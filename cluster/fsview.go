@@ -104,7 +104,8 @@ func fsError(err error) error {
 	case errors.Is(err, raftstore.ErrBusy):
 		return fmt.Errorf("%w: %v", fs.ErrBusy, err)
 	case errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrNotLeader),
-		errors.Is(err, errNotMember), errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, raftstore.ErrTimeout), errors.Is(err, raftstore.ErrClosed),
+		errors.Is(err, errNotMember), errors.Is(err, errRetry), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: %v", fs.ErrNoQuorum, err)
 	}
 	return err

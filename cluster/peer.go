@@ -54,6 +54,7 @@ func (a *Agent) peerHandler() http.Handler {
 	m.HandleFunc("POST /v1/apply", a.handleApply)
 	m.HandleFunc("POST /v1/join", a.handleJoin)
 	m.HandleFunc("POST /v1/telemetry", a.handleTelemetry)
+	m.HandleFunc("POST /v1/applied", a.handleApplied)
 	return m
 }
 

@@ -21,7 +21,9 @@ type Options struct {
 	// go. Contents are never cached (direct I/O).
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
-	Log          *slog.Logger
+	// Home serves /cluster/home; nil leaves it out.
+	Home Home
+	Log  *slog.Logger
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -50,6 +52,9 @@ func Mount(v View, o Options) (*Mounted, error) {
 		}
 	}
 	root := &rootNode{view: v, cfg: &o}
+	if o.Home != nil {
+		root.home = &homeFS{h: o.Home, pending: map[uint64]*batch{}}
+	}
 	attr, entry := o.AttrTimeout, o.EntryTimeout
 	srv, err := gofs.Mount(o.Mountpoint, root, &gofs.Options{
 		AttrTimeout:     &attr,
@@ -61,6 +66,12 @@ func Mount(v View, o Options) (*Mounted, error) {
 			// per caller by the handlers.
 			AllowOther:  true,
 			DirectMount: true,
+			// The kernel checks permissions from the modes and owners we
+			// report, as on a local file system (root and owners may
+			// chmod, chown is root's, ...).
+			Options: []string{"default_permissions"},
+			// Larger writes: fewer requests per batch.
+			MaxWrite: 1 << 20,
 		},
 	})
 	if err != nil {

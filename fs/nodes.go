@@ -39,11 +39,38 @@ func callerUID(ctx context.Context) uint32 {
 	return ^uint32(0)
 }
 
+// dirAttr gives the read-only directories their permissions: the mount
+// uses the kernel's permission checks (default_permissions) for the home.
+type dirAttr struct{}
+
+func (dirAttr) attr(out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	return 0
+}
+
+// staticDir is a directory whose children are added once (admin).
+type staticDir struct {
+	gofs.Inode
+}
+
+var _ = (gofs.NodeGetattrer)((*staticDir)(nil))
+
+func (d *staticDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
+}
+
 // rootNode is /cluster.
 type rootNode struct {
 	gofs.Inode
 	view View
+	home *homeFS // nil: no /cluster/home
 	cfg  *Options
+}
+
+var _ = (gofs.NodeGetattrer)((*rootNode)(nil))
+
+func (r *rootNode) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
 }
 
 var _ = (gofs.NodeOnAdder)((*rootNode)(nil))
@@ -54,10 +81,16 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	}
 	add("proc", inoProc, &procDir{view: r.view})
 	add("nodes", inoNodes, &nodesDir{view: r.view})
-	admin := &gofs.Inode{}
+	if r.home != nil {
+		r.AddChild("home", r.NewPersistentInode(ctx, &homeNode{fs: r.home, ino: 1},
+			gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHomeBase | 1}), false)
+	}
+	admin := &staticDir{}
 	add("admin", inoAdmin, admin)
 	for i, name := range adminFiles {
-		f := &liveFile{mode: 0o644,
+		// 0666: the handler answers EPERM to anyone but root, as the
+		// contract says, where the kernel would say EACCES.
+		f := &liveFile{mode: 0o666,
 			render: func() (string, error) {
 				if r.view.Admin()[name] {
 					return "1\n", nil
@@ -89,6 +122,12 @@ type procDir struct {
 }
 
 var _ = (gofs.NodeReaddirer)((*procDir)(nil))
+var _ = (gofs.NodeGetattrer)((*procDir)(nil))
+
+func (d *procDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
+}
+
 var _ = (gofs.NodeLookuper)((*procDir)(nil))
 
 func (d *procDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
@@ -128,6 +167,12 @@ type procEntry struct {
 }
 
 var _ = (gofs.NodeReaddirer)((*procEntry)(nil))
+var _ = (gofs.NodeGetattrer)((*procEntry)(nil))
+
+func (d *procEntry) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
+}
+
 var _ = (gofs.NodeLookuper)((*procEntry)(nil))
 
 func (d *procEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
@@ -178,6 +223,12 @@ type nodesDir struct {
 }
 
 var _ = (gofs.NodeReaddirer)((*nodesDir)(nil))
+var _ = (gofs.NodeGetattrer)((*nodesDir)(nil))
+
+func (d *nodesDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
+}
+
 var _ = (gofs.NodeLookuper)((*nodesDir)(nil))
 
 func (d *nodesDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
@@ -213,6 +264,12 @@ type nodeEntry struct {
 }
 
 var _ = (gofs.NodeReaddirer)((*nodeEntry)(nil))
+var _ = (gofs.NodeGetattrer)((*nodeEntry)(nil))
+
+func (d *nodeEntry) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return dirAttr{}.attr(out)
+}
+
 var _ = (gofs.NodeLookuper)((*nodeEntry)(nil))
 
 func (d *nodeEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {

@@ -96,6 +96,20 @@ func errno(err error) syscall.Errno {
 		return syscall.ENOSYS
 	case errors.Is(err, ErrNoQuorum):
 		return syscall.EROFS
+	case errors.Is(err, ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, ErrExists):
+		return syscall.EEXIST
+	case errors.Is(err, ErrNotEmpty):
+		return syscall.ENOTEMPTY
+	case errors.Is(err, ErrIsDir):
+		return syscall.EISDIR
+	case errors.Is(err, ErrNotDir):
+		return syscall.ENOTDIR
+	case errors.Is(err, ErrTooBig):
+		return syscall.EFBIG
+	case errors.Is(err, ErrNoSpace):
+		return syscall.ENOSPC
 	}
 	return syscall.EIO
 }

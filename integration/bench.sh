@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# make bench: Raft apply latency and throughput on a 3-node lab, next to a
-# 1-node cluster (no replication over the network) measured in the same
-# run, as a Markdown table. Numbers depend on the machine; ratios less so.
+# make bench: Markdown tables, each figure next to its baseline measured in
+# the same run. Numbers depend on the machine; ratios less so.
+#  1. Raft apply latency and throughput on a 3-node lab, next to a 1-node
+#     cluster (no replication over the network).
+#  2. /cluster/home on one node next to a native directory of the same
+#     node: sequential write and read of a large file (BENCH_MB, 1 GiB by
+#     default) and create+stat+unlink of BENCH_FILES small files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SSI=$PWD/bin/ssi
 N=${BENCH_N:-2000}
+MB=${BENCH_MB:-1024}
+FILES=${BENCH_FILES:-10000}
 labs=(bench1 bench3)
 cleanup() { for l in "${labs[@]}"; do "$SSI" lab --name "$l" down >/dev/null 2>&1 || true; done; }
 trap cleanup EXIT
@@ -37,3 +43,39 @@ echo "| apply latency p50, forwarded by a follower (ms) | $b50 | $f50 | $(ratio 
 echo "| apply latency p99, forwarded by a follower (ms) | $b99 | $f99 | $(ratio "$f99" "$b99") |"
 echo "| throughput, 1 at a time (applies/s) | $bseq | $lseq | $(ratio "$lseq" "$bseq") |"
 echo "| throughput, 32 at a time (applies/s) | $bpar | $lpar | $(ratio "$lpar" "$bpar") |"
+
+# --- /cluster/home next to a native directory, on node1 of the 1-node lab.
+# Writes end with fsync (home: durable on the quorum at close); reads start
+# with the page cache dropped.
+cat > /tmp/ssi-bench-fs.sh <<'SCRIPT'
+#!/bin/bash
+# usage: DIR MB FILES -> "write_MBps read_MBps files_per_s"
+set -e
+dir=$1 mb=$2 files=$3
+now() { date +%s.%N; }
+t0=$(now); dd if=/dev/zero of="$dir/big" bs=1M count="$mb" conv=fsync status=none; t1=$(now)
+sync; echo 3 > /proc/sys/vm/drop_caches
+t2=$(now); dd if="$dir/big" of=/dev/null bs=1M status=none; t3=$(now)
+rm -f "$dir/big"; mkdir -p "$dir/small"
+t4=$(now)
+for ((i = 0; i < files; i++)); do : > "$dir/small/f$i"; done
+stat "$dir"/small/* > /dev/null
+rm -f "$dir"/small/*
+t5=$(now)
+rmdir "$dir/small"
+awk -v mb="$mb" -v n="$files" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v e="$t4" -v f="$t5" \
+  'BEGIN { printf "%.1f %.1f %.0f", mb / (b - a), mb / (d - c), n / (f - e) }'
+SCRIPT
+chmod +x /tmp/ssi-bench-fs.sh
+"$SSI" lab --name bench1 exec node1 -- mkdir -p /var/lib/ssi/bench
+read -r nw nr nf <<<"$("$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /var/lib/ssi/bench "$MB" "$FILES")"
+read -r hw hr hf <<<"$("$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /cluster/home "$MB" "$FILES")"
+rm -f /tmp/ssi-bench-fs.sh
+echo
+echo "### /cluster/home on one node (${MB} MiB file, ${FILES} small files; baseline: a native directory of the same node)"
+echo
+echo "| measure | native (baseline) | /cluster/home | ratio |"
+echo "| --- | --- | --- | --- |"
+echo "| sequential write, fsync at the end (MB/s) | $nw | $hw | $(ratio "$hw" "$nw") |"
+echo "| sequential read, cold cache (MB/s) | $nr | $hr | $(ratio "$hr" "$nr") |"
+echo "| create+stat+unlink (files/s) | $nf | $hf | $(ratio "$hf" "$nf") |"

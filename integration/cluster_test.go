@@ -53,6 +53,13 @@ func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab 
 	return c
 }
 
+// with is c reporting to t (a subtest).
+func (c *clusterLab) with(t *testing.T) *clusterLab {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
 func (c *clusterLab) args(a ...string) []string {
 	return append([]string{"lab", "--name", c.name}, a...)
 }

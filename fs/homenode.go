@@ -1,0 +1,346 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// inoHomeBase offsets the backend's inode numbers into their own range.
+const inoHomeBase = 3 << 32
+
+// maxBatch is how much written data a node gathers before it commits it
+// as one entry: one Raft entry per FUSE write would be slow.
+const maxBatch = 1 << 20
+
+// homeFS is the state shared by the home's nodes on this machine.
+type homeFS struct {
+	h Home
+
+	mu      sync.Mutex // protects pending
+	pending map[uint64]*batch
+}
+
+// batch is data written to one inode and not yet committed. Reads,
+// getattr, fsync, close and truncate of that inode commit it first, so a
+// process reads its own writes.
+type batch struct {
+	mu      sync.Mutex // serialises commits of this inode
+	extents []Extent
+	size    int
+}
+
+func (f *homeFS) batchOf(ino uint64) *batch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := f.pending[ino]
+	if b == nil {
+		b = &batch{}
+		f.pending[ino] = b
+	}
+	return b
+}
+
+// add queues data; it commits when the batch is full.
+func (f *homeFS) add(ctx context.Context, ino uint64, off uint64, data []byte) error {
+	b := f.batchOf(ino)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := len(b.extents); n > 0 {
+		last := &b.extents[n-1]
+		if last.Off+uint64(len(last.Data)) == off {
+			last.Data = append(last.Data, data...)
+			b.size += len(data)
+			return f.commitLocked(ctx, ino, b, false)
+		}
+	}
+	b.extents = append(b.extents, Extent{Off: off, Data: append([]byte(nil), data...)})
+	b.size += len(data)
+	return f.commitLocked(ctx, ino, b, false)
+}
+
+// commit writes out what is pending for ino.
+func (f *homeFS) commit(ctx context.Context, ino uint64) error {
+	f.mu.Lock()
+	b := f.pending[ino]
+	f.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return f.commitLocked(ctx, ino, b, true)
+}
+
+func (f *homeFS) commitLocked(ctx context.Context, ino uint64, b *batch, always bool) error {
+	if len(b.extents) == 0 || (!always && b.size < maxBatch) {
+		return nil
+	}
+	ext := b.extents
+	b.extents, b.size = nil, 0
+	return f.h.Write(ctx, ino, ext)
+}
+
+// homeNode is a file, directory or symlink of /cluster/home.
+type homeNode struct {
+	gofs.Inode
+	fs  *homeFS
+	ino uint64 // the backend's
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*homeNode)(nil))
+	_ = (gofs.NodeGetattrer)((*homeNode)(nil))
+	_ = (gofs.NodeSetattrer)((*homeNode)(nil))
+	_ = (gofs.NodeReaddirer)((*homeNode)(nil))
+	_ = (gofs.NodeMkdirer)((*homeNode)(nil))
+	_ = (gofs.NodeCreater)((*homeNode)(nil))
+	_ = (gofs.NodeSymlinker)((*homeNode)(nil))
+	_ = (gofs.NodeLinker)((*homeNode)(nil))
+	_ = (gofs.NodeReadlinker)((*homeNode)(nil))
+	_ = (gofs.NodeUnlinker)((*homeNode)(nil))
+	_ = (gofs.NodeRmdirer)((*homeNode)(nil))
+	_ = (gofs.NodeRenamer)((*homeNode)(nil))
+	_ = (gofs.NodeOpener)((*homeNode)(nil))
+	_ = (gofs.NodeReader)((*homeNode)(nil))
+	_ = (gofs.NodeWriter)((*homeNode)(nil))
+	_ = (gofs.NodeFlusher)((*homeNode)(nil))
+	_ = (gofs.NodeFsyncer)((*homeNode)(nil))
+	_ = (gofs.NodeReleaser)((*homeNode)(nil))
+	_ = (gofs.NodeStatfser)((*homeNode)(nil))
+)
+
+func fillAttr(a HomeAttr, out *fuse.Attr) {
+	out.Ino = inoHomeBase | a.Ino
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Nlink = a.Nlink
+	out.Uid, out.Gid = a.UID, a.GID
+	out.Mode = a.Mode | kindMode(a.Kind)
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+	out.Blksize = 128 << 10
+}
+
+func kindMode(k HomeKind) uint32 {
+	switch k {
+	case HomeDir:
+		return syscall.S_IFDIR
+	case HomeSymlink:
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
+
+// child makes the inode for a, with zero cache timeouts: another node may
+// change it at any time, and close-to-open needs fresh sizes.
+func (n *homeNode) child(ctx context.Context, a HomeAttr, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(a, &out.Attr)
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
+	return n.NewInode(ctx, &homeNode{fs: n.fs, ino: a.Ino},
+		gofs.StableAttr{Mode: kindMode(a.Kind), Ino: inoHomeBase | a.Ino})
+}
+
+func caller(ctx context.Context) (uid, gid uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := n.fs.h.Lookup(n.ino, name)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *homeNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if err := n.fs.commit(ctx, n.ino); err != nil {
+		return errno(err)
+	}
+	a, err := n.fs.h.Getattr(n.ino)
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(a, &out.Attr)
+	out.SetTimeout(0)
+	return 0
+}
+
+func (n *homeNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if err := n.fs.commit(ctx, n.ino); err != nil {
+		return errno(err)
+	}
+	var sa HomeSetAttr
+	if m, ok := in.GetMode(); ok {
+		m &= 0o7777
+		sa.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		sa.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		sa.GID = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sa.Size = &s
+	}
+	if t, ok := in.GetATime(); ok {
+		sa.Atime = &t
+	}
+	if t, ok := in.GetMTime(); ok {
+		sa.Mtime = &t
+	}
+	if err := n.fs.h.SetAttr(ctx, n.ino, sa); err != nil {
+		return errno(err)
+	}
+	return n.Getattr(ctx, nil, out)
+}
+
+func (n *homeNode) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+	ents, err := n.fs.h.Readdir(n.ino)
+	if err != nil {
+		return nil, errno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(ents))
+	for _, e := range ents {
+		out = append(out, fuse.DirEntry{Name: e.Name, Ino: inoHomeBase | e.Ino, Mode: kindMode(e.Kind)})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+func (n *homeNode) create(ctx context.Context, name string, kind HomeKind, mode uint32, target string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, err := n.fs.h.Create(ctx, n.ino, name, kind, mode&0o7777, uid, gid, target)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *homeNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, HomeDir, mode, "", out)
+}
+
+func (n *homeNode) Create(ctx context.Context, name string, _ uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	in, e := n.create(ctx, name, HomeFile, mode, "", out)
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	return in, nil, 0, 0
+}
+
+func (n *homeNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, HomeSymlink, 0o777, target, out)
+}
+
+func (n *homeNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*homeNode)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	a, err := n.fs.h.Link(ctx, t.ino, n.ino, name)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *homeNode) Readlink(context.Context) ([]byte, syscall.Errno) {
+	t, err := n.fs.h.Readlink(n.ino)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return []byte(t), 0
+}
+
+func (n *homeNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return errno(n.fs.h.Unlink(ctx, n.ino, name))
+}
+
+func (n *homeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return errno(n.fs.h.Rmdir(ctx, n.ino, name))
+}
+
+func (n *homeNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*homeNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags != 0 {
+		return syscall.EINVAL // RENAME_EXCHANGE / NOREPLACE: not supported
+	}
+	return errno(n.fs.h.Rename(ctx, n.ino, name, np.ino, newName))
+}
+
+// Open waits until this replica holds everything committed before it:
+// a file closed on node1 and then opened on node2 shows node1's data.
+// The kernel drops its cached pages of the file at every open.
+func (n *homeNode) Open(ctx context.Context, _ uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if err := n.fs.h.Fresh(ctx); err != nil {
+		return nil, 0, errno(err)
+	}
+	return nil, 0, 0
+}
+
+func (n *homeNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if err := n.fs.commit(ctx, n.ino); err != nil {
+		return nil, errno(err)
+	}
+	b, err := n.fs.h.Read(n.ino, uint64(off), len(dest))
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(b), 0
+}
+
+func (n *homeNode) Write(ctx context.Context, _ gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if err := n.fs.add(ctx, n.ino, uint64(off), data); err != nil {
+		return 0, errno(err)
+	}
+	return uint32(len(data)), 0
+}
+
+// Flush (every close) commits: close returns once the data is on a
+// quorum, so another node that opens the file next sees it.
+func (n *homeNode) Flush(ctx context.Context, _ gofs.FileHandle) syscall.Errno {
+	return errno(n.fs.commit(ctx, n.ino))
+}
+
+func (n *homeNode) Fsync(ctx context.Context, _ gofs.FileHandle, _ uint32) syscall.Errno {
+	return errno(n.fs.commit(ctx, n.ino))
+}
+
+func (n *homeNode) Release(ctx context.Context, _ gofs.FileHandle) syscall.Errno {
+	return errno(n.fs.commit(ctx, n.ino))
+}
+
+func (n *homeNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
+	u := n.fs.h.Statfs()
+	const bsize = 4096
+	total := u.Quota
+	if total == 0 {
+		total = 1 << 50 // unlimited: report a large file system
+	}
+	out.Bsize, out.Frsize = bsize, bsize
+	out.Blocks = total / bsize
+	free := uint64(0)
+	if total > u.Used {
+		free = (total - u.Used) / bsize
+	}
+	out.Bfree, out.Bavail = free, free
+	out.Files = u.Inodes + 1<<20
+	out.Ffree = 1 << 20
+	out.NameLen = 255
+	return 0
+}
+
+// homeTimeout is how long a home call may wait for the cluster before it
+// answers EROFS rather than hang.
+const homeTimeout = 30 * time.Second

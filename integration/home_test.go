@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHome: /cluster/home holds the same files on every node.
+func TestHome(t *testing.T) {
+	c := newClusterLab(t, "ithome", "10.213.17.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+
+	t.Run("100 MiB written on node1 reads the same on node2 and node3", func(t *testing.T) {
+		c := c.with(t)
+		sum := c.must("exec", "node1", "--", "sh", "-c",
+			"head -c 104857600 /dev/urandom > /cluster/home/big && sha256sum < /cluster/home/big")
+		for _, n := range []string{"node2", "node3"} {
+			if got := c.must("exec", n, "--", "sh", "-c", "sha256sum < /cluster/home/big"); got != sum {
+				t.Fatalf("%s reads %q, node1 wrote %q", n, got, sum)
+			}
+		}
+	})
+	t.Run("posix", func(t *testing.T) {
+		c := c.with(t)
+		script := `set -e; cd /cluster/home
+			mkdir -p d1/d2; echo one > d1/f; echo two >> d1/f
+			ln d1/f hard; ln -s d1/f soft
+			mv d1/f d1/d2/g; echo new > other; mv other d1/d2/g
+			printf abcdef > t; truncate -s 3 t
+			exec 3< d1/d2/g; rm d1/d2/g
+			echo "$(cat hard)|$(cat soft 2>/dev/null || echo dangling)|$(cat t)|$(stat -c %h hard)"
+			rmdir d1 2>/dev/null && echo rmdir-nonempty-worked || true`
+		out := c.must("exec", "node1", "--", "bash", "-c", script)
+		// hard still names the first file (its data survived the renames
+		// and the replacement of g); soft pointed at d1/f, now moved.
+		want := "one\ntwo|dangling|abc|1\n"
+		if out != want {
+			t.Fatalf("posix script printed %q, want %q", out, want)
+		}
+		got := c.must("exec", "node3", "--", "sh", "-c", "cd /cluster/home && ls -1 && cat hard")
+		if got != "big\nd1\nhard\nsoft\nt\none\ntwo\n" {
+			t.Fatalf("node3 sees %q", got)
+		}
+	})
+	t.Run("permissions", func(t *testing.T) {
+		c := c.with(t)
+		c.must("exec", "node1", "--", "sh", "-c",
+			"mkdir /cluster/home/user && chown 1000:1000 /cluster/home/user && echo secret > /cluster/home/root-only && chmod 600 /cluster/home/root-only")
+		asUser := func(node, cmd string) result {
+			return c.ssi("exec", node, "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "bash", "-c", cmd)
+		}
+		if r := asUser("node2", "echo mine > /cluster/home/user/f && cat /cluster/home/user/f"); r.code != 0 || r.out != "mine\n" {
+			t.Fatalf("user writing in its own directory: %d %q %q", r.code, r.out, r.err)
+		}
+		if r := asUser("node2", "cat /cluster/home/root-only"); r.code == 0 || !strings.Contains(r.err, "Permission denied") {
+			t.Fatalf("user reading a 0600 root file: %d %q", r.code, r.err)
+		}
+		if r := asUser("node3", "echo x > /cluster/home/new"); r.code == 0 || !strings.Contains(r.err, "Permission denied") {
+			t.Fatalf("user creating in root's directory: %d %q", r.code, r.err)
+		}
+		if r := asUser("node3", "chmod 777 /cluster/home/root-only"); r.code == 0 || !strings.Contains(r.err, "Operation not permitted") {
+			t.Fatalf("user chmod of root's file: %d %q", r.code, r.err)
+		}
+		if r := asUser("node3", "chown 0 /cluster/home/user/f"); r.code == 0 || !strings.Contains(r.err, "Operation not permitted") {
+			t.Fatalf("user chown: %d %q", r.code, r.err)
+		}
+		if got := c.must("exec", "node1", "--", "stat", "-c", "%U %a", "/cluster/home/user/f"); got != "1000 644\n" && !strings.HasSuffix(got, " 644\n") {
+			t.Fatalf("the user's file on node1: %q", got)
+		}
+	})
+	t.Run("a node without quorum refuses writes and serves reads", func(t *testing.T) {
+		c := c.with(t)
+		c.must("partition", "node3")
+		defer c.must("heal", "node3")
+		eventually(t, "node3 to lose quorum", 20*time.Second, func() bool {
+			s, ok := c.status("node3")
+			return ok && !s.Quorum
+		})
+		if got := c.must("exec", "node3", "--", "cat", "/cluster/home/t"); got != "abc" {
+			t.Fatalf("read without quorum: %q", got)
+		}
+		r := c.ssi("exec", "node3", "--", "bash", "-c", "echo lost > /cluster/home/t")
+		if r.code == 0 || !strings.Contains(r.err, "Read-only file system") {
+			t.Fatalf("write without quorum: %d %q", r.code, r.err)
+		}
+		if got := c.must("exec", "node1", "--", "cat", "/cluster/home/t"); got != "abc" {
+			t.Fatalf("a refused write changed the file: %q", got)
+		}
+	})
+}
