@@ -54,6 +54,10 @@ type Config struct {
 	Voters            int
 	RemoveAfter       time.Duration
 	TelemetryInterval time.Duration
+	// HomeMaxFileSize and HomeQuota are the home's limits, recorded when
+	// this node forms the cluster.
+	HomeMaxFileSize uint64
+	HomeQuota       uint64
 	// FS mounts /cluster when Mountpoint is set.
 	Mountpoint   string
 	AttrTimeout  time.Duration
@@ -237,6 +241,15 @@ func (a *Agent) announce(ctx context.Context, formed bool) {
 				break
 			}
 			a.log.Warn("recording the join token", "err", err)
+		}
+	}
+	if formed {
+		for {
+			_, err := a.apply(ctx, raftstore.HomeConfig{MaxFileSize: a.cfg.HomeMaxFileSize, Quota: a.cfg.HomeQuota})
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			a.log.Warn("recording the home's limits", "err", err)
 		}
 	}
 	if err := a.register(ctx); err == nil {

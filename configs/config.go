@@ -30,6 +30,7 @@ type Config struct {
 	CRIU      CRIUConfig      `mapstructure:"criu"`
 	FS        FSConfig        `mapstructure:"fs"`
 	Lab       LabConfig       `mapstructure:"lab"`
+	Home      HomeConfig      `mapstructure:"home"`
 }
 
 // NodeConfig says who this node is on the network.
@@ -38,6 +39,13 @@ type NodeConfig struct {
 	BindAddr      string `mapstructure:"bind_addr"`
 	AdvertiseAddr string `mapstructure:"advertise_addr"`
 	Port          int    `mapstructure:"port"`
+}
+
+// HomeConfig sets the shared home's limits; the cluster's first node
+// records them in the agreed state, so every node enforces the same.
+type HomeConfig struct {
+	MaxFileSize uint64 `mapstructure:"max_file_size"`
+	Quota       uint64 `mapstructure:"quota"`
 }
 
 // DiscoveryConfig configures the LAN beacon by which agents find each
@@ -111,6 +119,8 @@ var Keys = []Key{
 	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},
 	{"fs.attr_timeout", time.Second, "how long the kernel may cache /cluster attributes"},
 	{"fs.entry_timeout", time.Second, "how long the kernel may cache /cluster names (processes come and go)"},
+	{"home.max_file_size", 4 << 30, "largest file in /cluster/home, bytes (EFBIG beyond); 0: no limit"},
+	{"home.quota", 16 << 30, "total bytes in /cluster/home (ENOSPC beyond); 0: no limit. Every node keeps a full replica in memory"},
 	{"lab.name", "ssi", "name of the lab (up to 8 characters): several labs can coexist"},
 	{"lab.dir", "/var/lib/ssi-lab", "where labs keep their nodes' state"},
 	{"lab.subnet", "10.213.0.0/24", "private subnet of the lab's bridge; node K gets host address K+10"},

@@ -1,10 +1,31 @@
 package integration
 
 import (
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// alive reports whether a started command's process still runs.
+func alive(cmd *exec.Cmd) bool {
+	return syscall.Kill(cmd.Process.Pid, 0) == nil && !zombie(cmd.Process.Pid)
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || len(s) < i+3 || s[i+2] == 'Z'
+}
 
 // TestHome: /cluster/home holds the same files on every node.
 func TestHome(t *testing.T) {
@@ -88,4 +109,65 @@ func TestHome(t *testing.T) {
 			t.Fatalf("a refused write changed the file: %q", got)
 		}
 	})
+}
+
+// TestHomeLimitsAndCrash: limits answer EFBIG and ENOSPC without partial
+// writes; a node killed while another writes loses no acknowledged write.
+func TestHomeLimitsAndCrash(t *testing.T) {
+	needRoot(t)
+	c := &clusterLab{t: t, name: "itcrash", env: []string{"SSI_LAB_SUBNET=10.213.18.0/24",
+		// Agents inherit the lab's environment; node1 records the limits.
+		"SSI_HOME_MAX_FILE_SIZE=1048576", "SSI_HOME_QUOTA=3145728"}}
+	c.ssi("down")
+	t.Cleanup(func() { c.ssi("down") })
+	c.must("up", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+
+	r := c.ssi("exec", "node2", "--", "dd", "if=/dev/zero", "of=/cluster/home/toobig", "bs=512K", "count=3")
+	if r.code == 0 || !strings.Contains(r.err, "File too large") {
+		t.Fatalf("a 1.5 MiB file with a 1 MiB limit: %d %q", r.code, r.err)
+	}
+	if got := c.must("exec", "node3", "--", "stat", "-c", "%s", "/cluster/home/toobig"); got != "1048576\n" {
+		t.Fatalf("after EFBIG the file holds %q bytes, want the 1 MiB that fit", got)
+	}
+	r = c.ssi("exec", "node2", "--", "bash", "-c",
+		"for i in 1 2 3; do dd if=/dev/zero of=/cluster/home/fill$i bs=1M count=1 status=none || exit 9; done")
+	if r.code != 9 || !strings.Contains(r.err, "No space left") {
+		t.Fatalf("filling a 3 MiB quota: %d %q", r.code, r.err)
+	}
+	c.must("exec", "node2", "--", "sh", "-c", "rm -f /cluster/home/toobig /cluster/home/fill*")
+
+	st, _ := c.status("node1")
+	victim := st.Leader
+	writer := "node2"
+	if victim == "node2" {
+		writer = "node3"
+	}
+	acks := &syncBuffer{}
+	w := c.background(acks, "exec", writer, "--", "bash", "-c",
+		"for i in $(seq 1 400); do echo $i >> /cluster/home/log || exit 1; echo ack $i; done")
+	defer stop(w)
+	eventually(t, "50 acknowledged appends", 60*time.Second, func() bool {
+		return strings.Count(acks.String(), "ack ") >= 50
+	})
+	c.must("kill", victim)
+	eventually(t, "the writer to finish", 120*time.Second, func() bool { return !alive(w) })
+	c.must("start", victim)
+	last := strings.Count(acks.String(), "ack ")
+	if last < 60 {
+		t.Fatalf("only %d appends were acknowledged", last)
+	}
+	for _, n := range three {
+		var got string
+		eventually(t, n+" to hold every acknowledged line", 30*time.Second, func() bool {
+			r := c.ssi("exec", n, "--", "cat", "/cluster/home/log")
+			got = r.out
+			return r.code == 0 && len(strings.Fields(got)) >= last
+		})
+		for i, f := range strings.Fields(got) {
+			if f != itoa(i+1) {
+				t.Fatalf("%s: line %d is %q (acknowledged %d)", n, i+1, f, last)
+			}
+		}
+	}
 }
