@@ -214,6 +214,35 @@ func TestClusterFiles(t *testing.T) {
 	if got := c.must("exec", "node2", "--", "cat", "/cluster/admin/block"); got != "1\n" {
 		t.Fatalf("a refused write changed admin/block: %q", got)
 	}
+
+	// SIGTERM: the agent unmounts /cluster on its way out.
+	mounted := func(node string) bool {
+		return c.ssi("exec", node, "--", "grep", "-q", " /cluster ", "/proc/self/mountinfo").code == 0
+	}
+	var labNodes []struct {
+		Name     string `json:"name"`
+		AgentPid int    `json:"agent_pid"`
+	}
+	if err := json.Unmarshal([]byte(c.must("status", "--json")), &labNodes); err != nil || labNodes[0].AgentPid == 0 {
+		t.Fatalf("lab status: %v %+v", err, labNodes)
+	}
+	if err := syscall.Kill(labNodes[0].AgentPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node1's /cluster to be unmounted after SIGTERM", 20*time.Second, func() bool { return !mounted("node1") })
+	// SIGKILL leaves a stale mount, which the next start replaces.
+	c.must("kill", "node2")
+	if r := c.ssi("exec", "node2", "--", "ls", "/cluster/nodes"); r.code == 0 {
+		t.Fatalf("/cluster of a killed agent still answers: %q", r.out)
+	}
+	c.must("start", "node1")
+	c.must("start", "node2")
+	for _, n := range []string{"node1", "node2"} {
+		eventually(t, n+"'s /cluster back", 20*time.Second, func() bool {
+			r := c.ssi("exec", n, "--", "ls", "/cluster/nodes")
+			return r.code == 0 && strings.Join(strings.Fields(r.out), " ") == "node1 node2 node3"
+		})
+	}
 }
 
 // TestLeaderLossAndReturn: kill the leader, the two others elect one and
