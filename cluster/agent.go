@@ -58,6 +58,9 @@ type Config struct {
 	// this node forms the cluster.
 	HomeMaxFileSize uint64
 	HomeQuota       uint64
+	// HomePath, if set, serves that shared directory as /cluster/home
+	// instead of the Raft-replicated home.
+	HomePath string
 	// FS mounts /cluster when Mountpoint is set.
 	Mountpoint   string
 	AttrTimeout  time.Duration
@@ -174,7 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Mountpoint != "" {
 		m, err := fs.Mount(fsView{a}, fs.Options{Mountpoint: a.cfg.Mountpoint,
 			AttrTimeout: a.cfg.AttrTimeout, EntryTimeout: a.cfg.EntryTimeout, Log: a.base.With("component", "fs"),
-			Home: homeBackend{a}})
+			Home: homeBackend{a}, HomePath: a.cfg.HomePath})
 		if err != nil {
 			return fmt.Errorf("%w (run as root; fs.mountpoint \"\" runs without /cluster)", err)
 		}

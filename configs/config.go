@@ -44,6 +44,8 @@ type NodeConfig struct {
 // HomeConfig sets the shared home's limits; the cluster's first node
 // records them in the agreed state, so every node enforces the same.
 type HomeConfig struct {
+	Backend     string `mapstructure:"backend"`
+	Path        string `mapstructure:"path"`
 	MaxFileSize uint64 `mapstructure:"max_file_size"`
 	Quota       uint64 `mapstructure:"quota"`
 }
@@ -119,6 +121,8 @@ var Keys = []Key{
 	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},
 	{"fs.attr_timeout", time.Second, "how long the kernel may cache /cluster attributes"},
 	{"fs.entry_timeout", time.Second, "how long the kernel may cache /cluster names (processes come and go)"},
+	{"home.backend", "raft", "raft: /cluster/home replicated by the cluster; path: serve home.path (an existing shared mount)"},
+	{"home.path", "", "with home.backend path: the shared directory (NFS, CephFS, ...) to serve as /cluster/home"},
 	{"home.max_file_size", 4 << 30, "largest file in /cluster/home, bytes (EFBIG beyond); 0: no limit"},
 	{"home.quota", 16 << 30, "total bytes in /cluster/home (ENOSPC beyond); 0: no limit. Every node keeps a full replica in memory"},
 	{"lab.name", "ssi", "name of the lab (up to 8 characters): several labs can coexist"},
@@ -255,6 +259,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Cluster.Voters < 1 {
 		errs = append(errs, fmt.Errorf("cluster.voters %d: want >= 1", c.Cluster.Voters))
+	}
+	switch {
+	case c.Home.Backend == "raft":
+	case c.Home.Backend == "path" && c.Home.Path != "":
+	case c.Home.Backend == "path":
+		errs = append(errs, errors.New("home.backend path needs home.path"))
+	default:
+		errs = append(errs, fmt.Errorf("home.backend %q: want raft or path", c.Home.Backend))
 	}
 	if c.CRIU.Path == "" {
 		errs = append(errs, errors.New("criu.path is empty"))

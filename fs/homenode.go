@@ -11,7 +11,7 @@ import (
 )
 
 // inoHomeBase offsets the backend's inode numbers into their own range.
-const inoHomeBase = 3 << 32
+const inoHomeBase = 0xC << 60
 
 // maxBatch is how much written data a node gathers before it commits it
 // as one entry: one Raft entry per FUSE write would be slow.

@@ -23,6 +23,10 @@ type Options struct {
 	EntryTimeout time.Duration
 	// Home serves /cluster/home; nil leaves it out.
 	Home Home
+	// HomePath, if set, serves this existing directory (a shared mount:
+	// NFS, CephFS, ...) as /cluster/home instead of Home. Files are
+	// created as the caller, with the underlying file system's semantics.
+	HomePath string
 	Log  *slog.Logger
 }
 
@@ -52,7 +56,14 @@ func Mount(v View, o Options) (*Mounted, error) {
 		}
 	}
 	root := &rootNode{view: v, cfg: &o}
-	if o.Home != nil {
+	switch {
+	case o.HomePath != "":
+		lb, err := gofs.NewLoopbackRoot(o.HomePath)
+		if err != nil {
+			return nil, fmt.Errorf("home.path %s: %w", o.HomePath, err)
+		}
+		root.homePath = lb
+	case o.Home != nil:
 		root.home = &homeFS{h: o.Home, pending: map[uint64]*batch{}}
 	}
 	attr, entry := o.AttrTimeout, o.EntryTimeout

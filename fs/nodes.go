@@ -13,14 +13,16 @@ import (
 
 // Stable inode numbers, derived from the model: the same file has the same
 // number on every lookup (and every node).
+// The top four bits keep our ranges apart from a path backend's inode
+// numbers, which are the underlying file system's.
 const (
-	inoRoot  = 1
-	inoProc  = 2
-	inoNodes = 3
-	inoAdmin = 4
+	inoFixed = 0xF << 60
+	inoProc  = inoFixed | 2
+	inoNodes = inoFixed | 3
+	inoAdmin = inoFixed | 4
 	// admin files: inoAdmin+1 ...
-	inoProcBase = 1 << 32 // | cpid<<8 | file
-	inoNodeBase = 2 << 32 // | hash(name)<<8 | file
+	inoProcBase = 0xE << 60 // | cpid<<8 | file
+	inoNodeBase = 0xD << 60 // | hash(name)<<8 | file
 )
 
 func procIno(cpid int) uint64 { return inoProcBase | uint64(uint32(cpid))<<8 }
@@ -63,7 +65,10 @@ func (d *staticDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.Attr
 type rootNode struct {
 	gofs.Inode
 	view View
-	home *homeFS // nil: no /cluster/home
+	home *homeFS // the Raft home, or nil
+	// homePath serves an existing shared directory (NFS, CephFS, ...)
+	// as /cluster/home instead; nil without one.
+	homePath gofs.InodeEmbedder
 	cfg  *Options
 }
 
@@ -81,9 +86,13 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	}
 	add("proc", inoProc, &procDir{view: r.view})
 	add("nodes", inoNodes, &nodesDir{view: r.view})
-	if r.home != nil {
+	switch {
+	case r.home != nil:
 		r.AddChild("home", r.NewPersistentInode(ctx, &homeNode{fs: r.home, ino: 1},
 			gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHomeBase | 1}), false)
+	case r.homePath != nil:
+		r.AddChild("home", r.NewPersistentInode(ctx, r.homePath,
+			gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoFixed | 1}), false)
 	}
 	admin := &staticDir{}
 	add("admin", inoAdmin, admin)

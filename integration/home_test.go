@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,5 +170,38 @@ func TestHomeLimitsAndCrash(t *testing.T) {
 				t.Fatalf("%s: line %d is %q (acknowledged %d)", n, i+1, f, last)
 			}
 		}
+	}
+}
+
+// TestHomePathBackend: home.backend path serves an existing shared
+// directory as /cluster/home on every node, files owned by their creator.
+func TestHomePathBackend(t *testing.T) {
+	needRoot(t)
+	shared := t.TempDir()
+	for p := shared; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	c := &clusterLab{t: t, name: "itpath", env: []string{"SSI_LAB_SUBNET=10.213.19.0/24",
+		"SSI_HOME_BACKEND=path", "SSI_HOME_PATH=" + shared}}
+	c.ssi("down")
+	t.Cleanup(func() { c.ssi("down") })
+	c.must("up", "--nodes", "3")
+	c.must("exec", "node1", "--", "sh", "-c", "echo hi > /cluster/home/a")
+	if got := c.must("exec", "node2", "--", "cat", "/cluster/home/a"); got != "hi\n" {
+		t.Fatalf("node2 reads %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(shared, "a")); err != nil || string(b) != "hi\n" {
+		t.Fatalf("the shared directory holds %q, %v", b, err)
+	}
+	c.must("exec", "node3", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+		"sh", "-c", "echo mine > /cluster/home/u")
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(shared, "u"), &st); err != nil || st.Uid != 1000 {
+		t.Fatalf("a user's file in the shared directory: uid %d, %v", st.Uid, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ssi/cluster"
+	"ssi/configs"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -45,6 +46,7 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 				TelemetryInterval: cfg.Cluster.TelemetryInterval,
 				HomeMaxFileSize:   cfg.Home.MaxFileSize,
 				HomeQuota:         cfg.Home.Quota,
+				HomePath:          homePath(cfg),
 				Mountpoint:        cfg.FS.Mountpoint,
 				AttrTimeout:       cfg.FS.AttrTimeout,
 				EntryTimeout:      cfg.FS.EntryTimeout,
@@ -57,4 +59,13 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 			return a.Run(ctx)
 		},
 	}
+}
+
+// homePath is the shared directory to serve as /cluster/home, if the
+// configuration asks for the path backend.
+func homePath(cfg *configs.Config) string {
+	if cfg.Home.Backend == "path" {
+		return cfg.Home.Path
+	}
+	return ""
 }
