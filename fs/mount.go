@@ -27,7 +27,7 @@ type Options struct {
 	// NFS, CephFS, ...) as /cluster/home instead of Home. Files are
 	// created as the caller, with the underlying file system's semantics.
 	HomePath string
-	Log  *slog.Logger
+	Log      *slog.Logger
 }
 
 func (o *Options) logf(format string, args ...any) {

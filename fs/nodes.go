@@ -69,7 +69,7 @@ type rootNode struct {
 	// homePath serves an existing shared directory (NFS, CephFS, ...)
 	// as /cluster/home instead; nil without one.
 	homePath gofs.InodeEmbedder
-	cfg  *Options
+	cfg      *Options
 }
 
 var _ = (gofs.NodeGetattrer)((*rootNode)(nil))
