@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sort"
 	"time"
@@ -24,6 +25,9 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("POST /v1/tokens", rootOnly(a.handleTokenCreate))
 	m.HandleFunc("POST /v1/admin", rootOnly(a.handleAdmin))
 	m.HandleFunc("POST /v1/debug/raftbench", rootOnly(a.handleRaftBench))
+	// Profiles, for measuring before optimising (root only).
+	m.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
+	m.HandleFunc("GET /debug/pprof/profile", rootOnly(pprof.Profile))
 	return m
 }
 

@@ -62,6 +62,8 @@ type codec struct {
 	name     string
 	current  uint8
 	decoders map[uint8]func(body []byte) (Command, error)
+	// encode writes the current version; nil means JSON.
+	encode func(Command) ([]byte, error)
 }
 
 var codecs = map[CommandType]codec{
@@ -79,13 +81,14 @@ var codecs = map[CommandType]codec{
 	CmdTokenRemove:    v1[TokenRemove]("token remove"),
 	CmdHomeConfig:     v1[HomeConfig]("home config"),
 	CmdHomeCreate:     v1[HomeCreate]("home create"),
-	CmdHomeWrite:      v1[HomeWrite]("home write"),
-	CmdHomeTruncate:   v1[HomeTruncate]("home truncate"),
-	CmdHomeSetAttr:    v1[HomeSetAttr]("home setattr"),
-	CmdHomeLink:       v1[HomeLink]("home link"),
-	CmdHomeUnlink:     v1[HomeUnlink]("home unlink"),
-	CmdHomeRmdir:      v1[HomeRmdir]("home rmdir"),
-	CmdHomeRename:     v1[HomeRename]("home rename"),
+	CmdHomeWrite: {name: "home write", current: homeWriteV2, encode: encodeHomeWriteV2,
+		decoders: map[uint8]func([]byte) (Command, error){1: decodeJSON[HomeWrite], homeWriteV2: decodeHomeWriteV2}},
+	CmdHomeTruncate: v1[HomeTruncate]("home truncate"),
+	CmdHomeSetAttr:  v1[HomeSetAttr]("home setattr"),
+	CmdHomeLink:     v1[HomeLink]("home link"),
+	CmdHomeUnlink:   v1[HomeUnlink]("home unlink"),
+	CmdHomeRmdir:    v1[HomeRmdir]("home rmdir"),
+	CmdHomeRename:   v1[HomeRename]("home rename"),
 }
 
 // v1 is the codec of a command that has only ever had version 1.
@@ -104,7 +107,8 @@ func (t CommandType) String() string {
 }
 
 // EncodeCommand returns cmd as a raft log entry: its type byte, the
-// current version byte, then its JSON body. A follower forwards these
+// current version byte, then its body (JSON unless the codec says
+// otherwise). A follower forwards these
 // bytes to the leader, which applies them with ApplyEncoded.
 func EncodeCommand(cmd Command) ([]byte, error) {
 	if cmd == nil {
@@ -114,7 +118,13 @@ func EncodeCommand(cmd Command) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("encode %v: %w", cmd.Type(), ErrBadCommand)
 	}
-	body, err := json.Marshal(cmd)
+	var body []byte
+	var err error
+	if c.encode != nil {
+		body, err = c.encode(cmd)
+	} else {
+		body, err = json.Marshal(cmd)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode %v: %v: %w", cmd.Type(), err, ErrBadCommand)
 	}
