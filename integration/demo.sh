@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make demo: a 3-node lab, a command in each node, and a running process
-# checkpointed on node1 and restored on node2 by hand, printed as it goes.
+# make demo: a 3-node lab that forms its cluster by itself, a command in
+# each node, /cluster on every node, and a running process checkpointed on
+# node1 and restored on node2 by hand, printed as it goes.
 # DEMO_KEEP=1 leaves the lab up afterwards (ssi lab down removes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,13 @@ for _ in $(seq 100); do
 done
 "$SSI" lab exec node3 -- "$SSI" nodes
 "$SSI" lab exec node3 -- "$SSI" status
+
+step "one /cluster on every node: the nodes' load as node2 sees it, and a shared home"
+"$SSI" lab exec node2 -- sh -c 'for n in /cluster/nodes/*; do echo "$n: load $(cat $n/load), status $(cat $n/status)"; done'
+echo "\$ ssi lab exec node1 -- sh -c 'echo hello from node1 > /cluster/home/hello'"
+"$SSI" lab exec node1 -- sh -c 'echo hello from node1 > /cluster/home/hello'
+echo "\$ ssi lab exec node3 -- cat /cluster/home/hello"
+"$SSI" lab exec node3 -- cat /cluster/home/hello
 
 step "start a counter on node1, in its own PID namespace and session"
 counter="$work/counter.txt"
