@@ -24,6 +24,7 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("GET /v1/status", a.handleStatus)
 	m.HandleFunc("POST /v1/tokens", rootOnly(a.handleTokenCreate))
 	m.HandleFunc("POST /v1/admin", rootOnly(a.handleAdmin))
+	m.HandleFunc("POST /v1/run", a.handleRun)
 	m.HandleFunc("POST /v1/debug/raftbench", rootOnly(a.handleRaftBench))
 	// Profiles, for measuring before optimising (root only).
 	m.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
@@ -47,22 +48,29 @@ func rootOnly(h http.HandlerFunc) http.HandlerFunc {
 
 // peerUID is the uid of the process at the other end of a unix socket.
 func peerUID(c net.Conn) (uint32, bool) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return 0, false
+	uid, _, ok := peerCred(c)
+	return uid, ok
+}
+
+// peerCred is the uid and gid of the process at the other end of a unix
+// socket.
+func peerCred(c net.Conn) (uid, gid uint32, ok bool) {
+	uc, isUnix := c.(*net.UnixConn)
+	if !isUnix {
+		return 0, 0, false
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil || cerr != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	return cred.Uid, true
+	return cred.Uid, cred.Gid, true
 }
 
 // Health is the answer of /v1/health.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -419,5 +420,43 @@ func TestVotersAndRemoval(t *testing.T) {
 			}
 		}
 		return true
+	})
+}
+
+// TestClusterProcesses: a process started with `ssi run -d` on node1 is
+// a cluster process every node's /cluster/proc shows, until it ends.
+func TestClusterProcesses(t *testing.T) {
+	c := newClusterLab(t, "itproc", "10.213.22.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	cpid := strings.TrimSpace(c.must("exec", "node1", "--", ssiBin, "run", "-d", "--", "sleep", "1000"))
+	if _, err := strconv.Atoi(cpid); err != nil {
+		t.Fatalf("ssi run -d printed %q", cpid)
+	}
+	eventually(t, "node3 to list cpid "+cpid, 10*time.Second, func() bool {
+		r := c.ssi("exec", "node3", "--", "ls", "/cluster/proc")
+		return r.code == 0 && strings.TrimSpace(r.out) == cpid
+	})
+	if got := c.must("exec", "node3", "--", "cat", "/cluster/proc/"+cpid+"/where"); got != "node1\n" {
+		t.Fatalf("where on node3: %q", got)
+	}
+	if got := c.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/cmdline"); got != "sleep\x001000\x00" {
+		t.Fatalf("cmdline on node2: %q", got)
+	}
+	// Its owner (root) pins it from node2; another user may not.
+	c.must("exec", "node2", "--", "sh", "-c", "echo 1 > /cluster/proc/"+cpid+"/lock")
+	eventually(t, "the lock to show on node3", 10*time.Second, func() bool {
+		r := c.ssi("exec", "node3", "--", "cat", "/cluster/proc/"+cpid+"/lock")
+		return r.out == "1\n"
+	})
+	r := c.ssi("exec", "node3", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+		"bash", "-c", "echo 0 > /cluster/proc/"+cpid+"/lock")
+	if r.code == 0 || !strings.Contains(r.err, "Operation not permitted") {
+		t.Fatalf("another user's write to lock: %d %q", r.code, r.err)
+	}
+	// It ends (its command is killed where it runs): it leaves every node.
+	c.must("exec", "node1", "--", "sh", "-c", "kill $(cat /proc/"+cpid+"/task/*/children)")
+	eventually(t, "the ended process to leave node3's /cluster/proc", 10*time.Second, func() bool {
+		r := c.ssi("exec", "node3", "--", "ls", "/cluster/proc")
+		return r.code == 0 && strings.TrimSpace(r.out) == ""
 	})
 }

@@ -25,7 +25,7 @@ and an SSI_* environment variable.`,
 	}
 	configs.AddFlags(root.PersistentFlags())
 	root.AddCommand(newAgentCmd(), newNodesCmd(), newStatusCmd(), newTokenCmd(),
-		newDoctorCmd(), newLabCmd(), newDebugCmd())
+		newRunCmd(), newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
 	return root
 }
 
