@@ -18,6 +18,7 @@ import (
 func newJobInitCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    "job-init -- CMD [ARGS...]",
+		Short:  "PID 1 of a cluster process (started by the agent)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
