@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bufio"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +10,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"ssi/fs/mountinfo"
 )
 
 // Options configure the mount.
@@ -49,7 +50,7 @@ func Mount(v View, o Options) (*Mounted, error) {
 	if err := os.MkdirAll(o.Mountpoint, 0o755); err != nil && !isStale(o.Mountpoint) {
 		return nil, fmt.Errorf("mountpoint %s: %w", o.Mountpoint, err)
 	}
-	if mountedAt(o.Mountpoint) {
+	if mountinfo.Mounted(o.Mountpoint) {
 		o.logf("replacing a stale mount at %s", o.Mountpoint)
 		if err := unix.Unmount(o.Mountpoint, unix.MNT_DETACH); err != nil {
 			return nil, fmt.Errorf("removing the stale mount at %s: %w", o.Mountpoint, err)
@@ -117,22 +118,4 @@ func (m *Mounted) Unmount() error {
 func isStale(path string) bool {
 	_, err := os.Stat(path)
 	return err != nil && strings.Contains(err.Error(), "not connected")
-}
-
-// mountedAt reports whether something is mounted at path in our mount
-// namespace.
-func mountedAt(path string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && fields[4] == path {
-			return true
-		}
-	}
-	return false
 }

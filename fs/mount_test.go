@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"ssi/fs/mountinfo"
 )
 
 // fakeView is a View in memory that records what was asked of it.
@@ -91,7 +93,7 @@ func mountFake(t *testing.T) (*fakeView, string) {
 		if err := m.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 		}
-		if mountedAt(dir) {
+		if mountinfo.Mounted(dir) {
 			t.Errorf("%s still mounted", dir)
 		}
 	})
@@ -253,7 +255,7 @@ func TestStaleMountIsReplaced(t *testing.T) {
 	if err := second.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	if mountedAt(dir) {
+	if mountinfo.Mounted(dir) {
 		t.Fatal("still mounted")
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"ssi/cluster/transport"
+	"ssi/fs/mountinfo"
 )
 
 // MaxNodes bounds a lab: addresses are subnet hosts 11 to 10+MaxNodes.
@@ -291,7 +292,7 @@ func (l *Lab) nodeProblem(k int) string {
 		return "no network namespace"
 	case !linkExists(l.hostVeth(k)):
 		return "no veth"
-	case !isMountPoint(l.mntPin(k)):
+	case !mountinfo.Mounted(l.mntPin(k)):
 		return "no mount namespace"
 	case !l.cgroupsExist(k):
 		return "no cgroup"
@@ -303,7 +304,7 @@ func (l *Lab) nodeProblem(k int) string {
 func (l *Lab) nodeExists(k int) bool {
 	_, err := os.Stat(l.nodeDir(k))
 	return err == nil || netnsExists(l.netnsName(k)) || linkExists(l.hostVeth(k)) ||
-		isMountPoint(l.mntPin(k)) || l.anyCgroupExists(k)
+		mountinfo.Mounted(l.mntPin(k)) || l.anyCgroupExists(k)
 }
 
 // discoverNodes finds the indexes of every node with any part left, from
@@ -354,7 +355,7 @@ func (l *Lab) Down(ctx context.Context) error {
 	if err := delLink(l.bridge()); err != nil {
 		errs = append(errs, err)
 	}
-	if isMountPoint(l.nsDir()) {
+	if mountinfo.Mounted(l.nsDir()) {
 		if err := unmount(l.nsDir()); err != nil {
 			errs = append(errs, err)
 		}
@@ -375,7 +376,7 @@ func (l *Lab) teardownNode(k int, purge bool) error {
 	if err := l.killCgroup(k); err != nil {
 		errs = append(errs, err)
 	}
-	if isMountPoint(l.mntPin(k)) {
+	if mountinfo.Mounted(l.mntPin(k)) {
 		if err := unmount(l.mntPin(k)); err != nil {
 			errs = append(errs, err)
 		}

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"ssi/fs/mountinfo"
 )
 
 // Paths that each node sees as its own: the agent's defaults (socket,
@@ -26,7 +27,7 @@ func (l *Lab) ensureNSDir() error {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	if !isMountPoint(d) {
+	if !mountinfo.Mounted(d) {
 		if err := unix.Mount(d, d, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind %s: %w", d, err)
 		}
@@ -75,34 +76,6 @@ func unmount(path string) error {
 		return fmt.Errorf("unmount %s: %w", path, err)
 	}
 	return nil
-}
-
-// isMountPoint reads the host's mount table: a path is a mount point if it
-// is some mount's target.
-func isMountPoint(path string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == path {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMount undoes mountinfo's octal escapes of space, tab, newline
-// and backslash.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 func shellQuote(s string) string {
