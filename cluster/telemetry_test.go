@@ -21,7 +21,7 @@ func TestSamplerMeasuresBusyTime(t *testing.T) {
 	}
 }
 
-func TestProcStatUsageGrows(t *testing.T) {
+func TestProcStatAndMemInfo(t *testing.T) {
 	a, ok := procStatUsage()
 	if !ok || a <= 0 {
 		t.Fatalf("procStatUsage = %v, %v", a, ok)

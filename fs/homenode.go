@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -340,7 +339,3 @@ func (n *homeNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno 
 	out.NameLen = 255
 	return 0
 }
-
-// homeTimeout is how long a home call may wait for the cluster before it
-// answers EROFS rather than hang.
-const homeTimeout = 30 * time.Second

@@ -295,7 +295,7 @@ func (d *nodeEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (
 			lf := &liveFile{mode: 0o444, render: func() (string, error) {
 				n, ok := findNode(d.view, d.name)
 				if !ok {
-					return "", ErrNoProcess
+					return "", ErrNotFound
 				}
 				return renderNodeFile(n, name), nil
 			}}
