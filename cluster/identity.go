@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -29,7 +28,7 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*transport.Identity, bool, 
 	}
 	start := time.Now()
 	ips := []net.IP{net.ParseIP(a.advertiseIP)}
-	refused := map[string]bool{} // log each refusal once
+	lastErr := map[string]string{} // a target's last error, logged when it changes
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -55,9 +54,10 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*transport.Identity, bool, 
 				a.joinedVia = t
 				return id, false, nil
 			}
-			if !refused[t] || !errors.Is(err, transport.ErrBadToken) {
+			// Retries come every 250 ms: say each new reason once.
+			if lastErr[t] != err.Error() {
 				a.log.Warn("join refused", "member", t, "err", err)
-				refused[t] = true
+				lastErr[t] = err.Error()
 			}
 		}
 		if act == actBootstrap && len(a.cfg.Join) == 0 {
