@@ -34,6 +34,7 @@ import (
 	"ssi/cluster/discovery"
 	"ssi/cluster/transport"
 	"ssi/fs"
+	"ssi/migrate"
 	"ssi/raftstore"
 )
 
@@ -65,6 +66,9 @@ type Config struct {
 	Mountpoint   string
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
+	// CRIU runs migrations; CRIUWorkDir holds images in flight.
+	CRIU        migrate.Config
+	CRIUWorkDir string
 }
 
 // Agent is one node's daemon.
@@ -87,6 +91,14 @@ type Agent struct {
 	mux   *transport.Mux
 	store *raftstore.Store
 	peers *http.Client
+
+	criu *migrate.Client
+	// Cluster processes running here, attached callers' sessions (this
+	// node is their home) and why each one's last migration failed.
+	jobsMu      sync.Mutex
+	jobs        map[int]*job
+	sessions    map[int]*session
+	lastFailure map[int]string
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -111,7 +123,9 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log.With("component", "agent"), base: log, advertiseIP: ip,
-		advertise: net.JoinHostPort(ip, strconv.Itoa(cfg.Port)), telemetry: NewTelemetry()}
+		advertise: net.JoinHostPort(ip, strconv.Itoa(cfg.Port)), telemetry: NewTelemetry(),
+		jobs: map[int]*job{}, sessions: map[int]*session{}, lastFailure: map[int]string{}}
+	a.criu = migrate.New(cfg.CRIU, log.With("component", "criu"))
 	return a, nil
 }
 
@@ -231,6 +245,7 @@ func (a *Agent) becomeMember(id *transport.Identity, formed bool) error {
 		},
 	}
 	go func() { _ = peerSrv.Serve(mux.Listener(transport.ProtoRPC)) }()
+	go a.serveMigrations(mux.Listener(transport.ProtoMigrate))
 	return nil
 }
 
@@ -335,6 +350,26 @@ func (a *Agent) member() (*raftstore.Store, error) {
 }
 
 var errNotMember = errors.New("this node has not joined a cluster yet")
+
+// identity is this node's certificate, once a member.
+func (a *Agent) identity() *transport.Identity {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.id
+}
+
+// nodeAddr is the cluster address of node name.
+func (a *Agent) nodeAddr(name string) (string, error) {
+	s, err := a.member()
+	if err != nil {
+		return "", err
+	}
+	n, ok := s.Node(name)
+	if !ok || n.Addr == "" {
+		return "", fmt.Errorf("node %q is unknown", name)
+	}
+	return n.Addr, nil
+}
 
 // tokenHashes are the join tokens valid now, for the join handshake.
 func (a *Agent) tokenHashes() []string {

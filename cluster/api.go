@@ -50,16 +50,19 @@ type apiError struct {
 	// Code names the raftstore error kind, so that errors.Is holds on the
 	// far side of a forwarded command.
 	Code string `json:"code,omitempty"`
+	// Errno names the errno a /cluster write would get ("EBUSY", ...).
+	Errno string `json:"errno,omitempty"`
 }
 
 // Client talks to the local agent over its unix socket.
 type Client struct {
-	http *http.Client
+	http   *http.Client
+	socket string
 }
 
 // NewClient returns a client of the agent listening on socket.
 func NewClient(socket string) *Client {
-	return &Client{http: &http.Client{
+	return &Client{socket: socket, http: &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -72,6 +75,19 @@ func NewClient(socket string) *Client {
 var ErrNoAgent = errors.New("no agent answers (is `ssi agent` running on this node?)")
 
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, c.http, method, path, in, out)
+}
+
+// callLong is call without the client's timeout, for requests that last
+// as long as what they wait for (a migration, a process's end); ctx
+// bounds them.
+func (c *Client) callLong(ctx context.Context, method, path string, in, out any) error {
+	hc := *c.http
+	hc.Timeout = 0
+	return c.do(ctx, &hc, method, path, in, out)
+}
+
+func (c *Client) do(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -84,7 +100,7 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) && ne.Op == "dial" {
@@ -96,6 +112,9 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
 		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && e.Error != "" {
+			if e.Errno != "" {
+				return errnoError(e.Errno, e.Error)
+			}
 			return errors.New(e.Error)
 		}
 		return fmt.Errorf("agent: %s", resp.Status)

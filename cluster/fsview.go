@@ -36,13 +36,14 @@ func (v fsView) Procs() []fs.ProcView {
 		return nil
 	}
 	var out []fs.ProcView
-	for _, p := range s.Procs() {
+	for _, p := range v.a.procInfos(s) {
 		name := ""
 		if len(p.Argv) > 0 {
 			name = filepath.Base(p.Argv[0])
 		}
-		out = append(out, fs.ProcView{CPID: p.CPID, Name: name, Argv: p.Argv, State: string(p.State),
-			Node: p.Node, Home: p.Home, UID: p.UID, NMigs: p.NMigs, Lock: p.Lock, Started: p.StartedAt})
+		out = append(out, fs.ProcView{CPID: p.CPID, Name: name, Argv: p.Argv, State: p.State,
+			Node: p.Node, Home: p.Home, UID: p.UID, NMigs: p.NMigs, Lock: p.Lock, Started: p.Started,
+			Pid: p.Pid, RSS: p.RSS, CPU: p.CPU, CantMove: p.CantMove})
 	}
 	return out
 }
@@ -61,11 +62,8 @@ func (v fsView) SetAdmin(ctx context.Context, name string, value bool) error {
 	return fsError(err)
 }
 
-func (v fsView) Migrate(_ context.Context, cpid int, _ string, _ uint32) error {
-	if _, err := v.proc(cpid); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: migration lands with the migration issue", fs.ErrNotImplemented)
+func (v fsView) Migrate(ctx context.Context, cpid int, target string, uid uint32) error {
+	return v.a.Migrate(ctx, cpid, target, uid)
 }
 
 func (v fsView) SetLock(ctx context.Context, cpid int, lock bool, uid uint32) error {

@@ -88,13 +88,13 @@ func (h homeBackend) Readdir(ino uint64) ([]fs.HomeEntry, error) {
 	return out, nil
 }
 
-func (h homeBackend) Read(ino, off uint64, n int) ([]byte, error) {
+func (h homeBackend) Read(ino, off uint64, dest []byte) (int, error) {
 	s, err := h.store()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	b, err := s.HomeRead(ino, off, n)
-	return b, homeError(err)
+	n, err := s.HomeReadAt(ino, off, dest)
+	return n, homeError(err)
 }
 
 func (h homeBackend) Readlink(ino uint64) (string, error) {

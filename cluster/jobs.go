@@ -1,12 +1,16 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -15,25 +19,83 @@ import (
 
 // RunRequest starts a cluster process on this node.
 type RunRequest struct {
-	Argv []string `json:"argv"`
-	Dir  string   `json:"dir"`
-	Env  []string `json:"env"`
+	Argv   []string `json:"argv"`
+	Dir    string   `json:"dir"`
+	Env    []string `json:"env"`
+	Attach bool     `json:"attach,omitempty"`
 }
 
-// Run asks the local agent to start a detached cluster process; it
-// returns its cpid.
-func (c *Client) Run(ctx context.Context, req RunRequest) (int, error) {
-	var out struct {
-		CPID int `json:"cpid"`
+// job is a cluster process running on this node: its init, our child
+// (started here, or restored here by CRIU as our child).
+type job struct {
+	cpid int
+	proc *os.Process
+	hold *holder // nil when detached
+
+	mu sync.Mutex
+	// moving is set while a migration has the process frozen; gone once
+	// its stopped copy here was killed because it runs elsewhere now.
+	moving, gone bool
+}
+
+func (j *job) pid() int { return j.proc.Pid }
+
+// addJob starts supervising a running (or restored) job.
+func (a *Agent) addJob(j *job) {
+	a.jobsMu.Lock()
+	a.jobs[j.cpid] = j
+	a.jobsMu.Unlock()
+	go a.superviseJob(j)
+}
+
+func (a *Agent) job(cpid int) (*job, bool) {
+	a.jobsMu.Lock()
+	defer a.jobsMu.Unlock()
+	j, ok := a.jobs[cpid]
+	return j, ok
+}
+
+// superviseJob waits for the job's init to end. A job that moved away is
+// only forgotten here; one that ended is forgotten by the cluster, with
+// its exit code, and its attached caller learns the code.
+func (a *Agent) superviseJob(j *job) {
+	st, err := j.proc.Wait()
+	code := -1
+	if err == nil {
+		code = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
 	}
-	return out.CPID, c.call(ctx, http.MethodPost, "/v1/run", req, &out)
+	a.jobsMu.Lock()
+	if a.jobs[j.cpid] == j {
+		delete(a.jobs, j.cpid)
+	}
+	a.jobsMu.Unlock()
+	j.mu.Lock()
+	gone := j.gone
+	j.mu.Unlock()
+	if gone {
+		return
+	}
+	a.log.Info("process ended", "cpid", j.cpid, "code", code)
+	if j.hold != nil {
+		j.hold.finish(code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := code
+	if _, err := a.apply(ctx, raftstore.ProcRemove{CPID: j.cpid, ExitCode: &c, EndedAt: time.Now()}); err != nil {
+		a.log.Warn("forgetting an ended process", "cpid", j.cpid, "err", err)
+	}
 }
 
 // handleRun starts a job as the calling user: `ssi job-init` as PID 1 of
 // a new PID namespace and session, running the command, in this node's
 // cgroup. It is registered in the agreed state with the cpid equal to the
 // pid the caller sees where that number is free, and forgotten when the
-// whole job has ended.
+// whole job has ended. Attached, the connection becomes the job's stdio
+// stream (frames) once the cpid is sent.
 func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	uid, gid, ok := peerCred(connOf(r))
 	if !ok {
@@ -54,7 +116,29 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	if err := cmd.Start(); err != nil {
+	var ours [4]*os.File // stdinW, stdinR, stdoutR, stderrR
+	var theirs []*os.File
+	if req.Attach {
+		ours, theirs, err = jobPipes()
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = theirs[0], theirs[1], theirs[2]
+	}
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			if f != nil {
+				_ = f.Close()
+			}
+		}
+	}
+	err = cmd.Start()
+	// Their write ends live in the job now; our read end of stdin stays
+	// open: it is how stdin not yet read is taken back for a move.
+	closeAll(theirs[min(1, len(theirs)):])
+	if err != nil {
+		closeAll(ours[:])
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("start %s: %w", req.Argv[0], err))
 		return
 	}
@@ -68,11 +152,68 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		// Not registered: it must not run unseen.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
+		closeAll(ours[:])
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("registering the process: %w", err))
 		return
 	}
-	go a.reapJob(cmd, res.CPID)
-	writeJSON(w, http.StatusOK, map[string]int{"cpid": res.CPID})
+	j := &job{cpid: res.CPID, proc: cmd.Process}
+	if !req.Attach {
+		a.addJob(j)
+		writeJSON(w, http.StatusOK, map[string]int{"cpid": res.CPID})
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err == nil {
+		_, err = conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " +
+			stdioUpgrade + "\r\n\r\n"))
+	}
+	if err != nil {
+		// No caller to attach to: the job goes on detached, stdin closed.
+		a.log.Warn("attached run: switching to the stdio stream", "cpid", res.CPID, "err", err)
+		_ = ours[0].Close()
+		closeAll(ours[1:])
+		a.addJob(j)
+		return
+	}
+	client := newFrameConn(&bufConn{r: brw.Reader, Conn: conn})
+	s := a.newSession(res.CPID, client)
+	_ = client.sendJSON(frCPID, map[string]int{"cpid": res.CPID})
+	go s.fromClient(client)
+	j.hold = a.newHolder(res.CPID, a.cfg.NodeName, ours[0], ours[1], ours[2], ours[3], nil)
+	j.hold.pid = j.pid
+	j.hold.start()
+	a.addJob(j)
+	go func() {
+		<-s.done
+		conn.Close()
+	}()
+}
+
+// stdioUpgrade names the protocol an attached run switches to.
+const stdioUpgrade = "ssi-stdio/1"
+
+// jobPipes makes a job's three stdio pipes: our ends (stdin write, stdin
+// read, stdout read, stderr read) and theirs (stdin read, stdout write,
+// stderr write). Both stdin ends are the same pipe: ours stays open.
+func jobPipes() (ours [4]*os.File, theirs []*os.File, err error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return ours, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return ours, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		for _, f := range []*os.File{inR, inW, outR, outW} {
+			f.Close()
+		}
+		return ours, nil, err
+	}
+	return [4]*os.File{inW, inR, outR, errR}, []*os.File{inR, outW, errW}, nil
 }
 
 // jobCommand builds the job's init, as the caller, stdio on /dev/null.
@@ -90,17 +231,13 @@ func (a *Agent) jobCommand(req RunRequest, uid, gid uint32) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// reapJob waits for the job to end and removes it from the agreed state.
-func (a *Agent) reapJob(cmd *exec.Cmd, cpid int) {
-	err := cmd.Wait()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	a.log.Info("process ended", "cpid", cpid, "code", code)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := a.apply(ctx, raftstore.ProcRemove{CPID: cpid}); err != nil {
-		a.log.Warn("forgetting an ended process", "cpid", cpid, "err", err)
-	}
+var errNoJob = errors.New("the process does not run on this node")
+
+// bufConn reads through the bufio.Reader a hijacked connection came with
+// (it may hold the first bytes the caller sent) and writes to the conn.
+type bufConn struct {
+	r *bufio.Reader
+	net.Conn
 }
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -83,8 +83,11 @@ func (a *Agent) telemetryLoop(ctx context.Context) {
 	sampler := NewSampler(a.cfg.NodeName)
 	tick := time.NewTicker(a.cfg.TelemetryInterval)
 	defer tick.Stop()
+	var cpu map[int]procCPU
 	for {
-		sample := sampler.Sample(time.Now())
+		now := time.Now()
+		sample := sampler.Sample(now)
+		sample.Procs, cpu = a.jobSamples(cpu, now)
 		a.telemetry.Put(sample)
 		a.pushTelemetry(ctx, sample)
 		select {

@@ -25,6 +25,11 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("POST /v1/tokens", rootOnly(a.handleTokenCreate))
 	m.HandleFunc("POST /v1/admin", rootOnly(a.handleAdmin))
 	m.HandleFunc("POST /v1/run", a.handleRun)
+	m.HandleFunc("POST /v1/migrate", a.handleLocalMigrate)
+	m.HandleFunc("GET /v1/procs", a.handleProcs)
+	m.HandleFunc("POST /v1/kill", a.handleKill)
+	m.HandleFunc("GET /v1/wait", a.handleWait)
+	m.HandleFunc("GET /v1/migrations", a.handleMoves)
 	m.HandleFunc("POST /v1/debug/raftbench", rootOnly(a.handleRaftBench))
 	// Profiles, for measuring before optimising (root only).
 	m.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))

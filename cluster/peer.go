@@ -55,6 +55,8 @@ func (a *Agent) peerHandler() http.Handler {
 	m.HandleFunc("POST /v1/join", a.handleJoin)
 	m.HandleFunc("POST /v1/telemetry", a.handleTelemetry)
 	m.HandleFunc("POST /v1/applied", a.handleApplied)
+	m.HandleFunc("POST /v1/migrate", a.handlePeerMigrate)
+	m.HandleFunc("POST /v1/kill", a.handlePeerKill)
 	return m
 }
 

@@ -22,6 +22,8 @@ type Sample struct {
 	MemTotal uint64    `json:"mem_total"`
 	MemFree  uint64    `json:"mem_free"`
 	At       time.Time `json:"at"`
+	// Procs are the cluster processes running on the node, by cpid.
+	Procs map[int]ProcSample `json:"procs,omitempty"`
 	// Seen is when this node received it, by its own clock: liveness is
 	// judged by it, so clocks of different nodes need not agree.
 	Seen time.Time `json:"-"`

@@ -74,7 +74,42 @@ var (
 	ErrNotImplemented = errors.New("not implemented")
 	// ErrNoQuorum: the cluster cannot accept writes now (EROFS).
 	ErrNoQuorum = errors.New("no quorum")
+	// ErrCannotMove: the process cannot migrate; cantmove says why
+	// (EOPNOTSUPP).
+	ErrCannotMove = errors.New("cannot move")
 )
+
+// errnoNames pairs the domain errors that travel between agents with the
+// errno they become.
+var errnoNames = []struct {
+	name string
+	err  error
+}{
+	{"ENOENT", ErrNoProcess}, {"EINVAL", ErrBadValue}, {"EPERM", ErrPermission},
+	{"EHOSTUNREACH", ErrNodeDown}, {"EBUSY", ErrBusy}, {"ENOSYS", ErrNotImplemented},
+	{"EROFS", ErrNoQuorum}, {"EOPNOTSUPP", ErrCannotMove},
+}
+
+// ErrnoName is the errno err becomes, by name ("EBUSY"); "EIO" for
+// anything else.
+func ErrnoName(err error) string {
+	for _, e := range errnoNames {
+		if errors.Is(err, e.err) {
+			return e.name
+		}
+	}
+	return "EIO"
+}
+
+// ErrorForErrno is the domain error named by ErrnoName, or nil.
+func ErrorForErrno(name string) error {
+	for _, e := range errnoNames {
+		if e.name == name {
+			return e.err
+		}
+	}
+	return nil
+}
 
 // errno maps a View's error to what the writer sees. Unknown errors are
 // EIO; the caller logs them.
@@ -96,6 +131,8 @@ func errno(err error) syscall.Errno {
 		return syscall.ENOSYS
 	case errors.Is(err, ErrNoQuorum):
 		return syscall.EROFS
+	case errors.Is(err, ErrCannotMove):
+		return syscall.EOPNOTSUPP
 	case errors.Is(err, ErrNotFound):
 		return syscall.ENOENT
 	case errors.Is(err, ErrExists):

@@ -30,6 +30,9 @@ type RestoreOptions struct {
 	TCPEstablished bool
 	// FileLocks restores file locks.
 	FileLocks bool
+	// LeaveStopped leaves the restored tasks stopped (SIGSTOP), so that a
+	// migration can decide whether they run before any of them does.
+	LeaveStopped bool
 }
 
 // Restored is a tree that runs again.
@@ -70,6 +73,7 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, er
 		TcpEstablished: ptr(o.TCPEstablished),
 		FileLocks:      ptr(o.FileLocks),
 		ExtUnixSk:      ptr(false),
+		LeaveStopped:   ptr(o.LeaveStopped),
 	}
 	s, err := c.startSwrk(extra)
 	if err != nil {

@@ -33,6 +33,8 @@ type MigrationEnd struct {
 	CPID   int    `json:"cpid"`
 	ID     string `json:"id,omitempty"`
 	Commit bool   `json:"commit"`
+	// Stats, when set, is kept in the recent migrations (Store.Moves).
+	Stats *MoveStats `json:"stats,omitempty"`
 }
 
 // Type implements Command.
@@ -124,5 +126,9 @@ func applyMigrationEnd(s *state, c MigrationEnd) error {
 	}
 	p.State = ProcRunning
 	delete(s.migrations, c.CPID)
+	if c.Stats != nil {
+		s.addMove(MoveRecord{ID: m.ID, CPID: m.CPID, From: m.From, To: m.To, Committed: c.Commit,
+			StartedAt: m.StartedAt, MoveStats: *c.Stats})
+	}
 	return nil
 }

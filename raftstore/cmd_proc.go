@@ -35,6 +35,9 @@ type ProcUpdate struct {
 // (the process is gone, so is its move).
 type ProcRemove struct {
 	CPID int `json:"cpid"`
+	// ExitCode, when known, is kept for `ssi wait` (see Store.Ended).
+	ExitCode *int      `json:"exit_code,omitempty"`
+	EndedAt  time.Time `json:"ended_at,omitzero"`
 }
 
 // Type implements Command.
@@ -136,9 +139,16 @@ func checkProcUpdate(s *state, c ProcUpdate) error {
 }
 
 func applyProcRemove(s *state, c ProcRemove) error {
-	if _, ok := s.procs[c.CPID]; !ok {
+	p, ok := s.procs[c.CPID]
+	if !ok {
 		return fmt.Errorf("proc remove %d: %w", c.CPID, ErrNotFound)
 	}
+	e := Ended{CPID: c.CPID, Node: p.Node, EndedAt: c.EndedAt}
+	if c.ExitCode != nil {
+		code := *c.ExitCode
+		e.ExitCode = &code
+	}
+	s.addEnded(e)
 	delete(s.procs, c.CPID)
 	delete(s.migrations, c.CPID)
 	return nil

@@ -39,6 +39,8 @@ const (
 	recHomeInode  byte = 7
 	recHomeDirent byte = 8
 	recHomeBlock  byte = 9
+	recEnded      byte = 10
+	recMove       byte = 11
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -109,6 +111,12 @@ func writeSnapshot(w io.Writer, st *state) error {
 		sw.record(recToken, t)
 	}
 	writeHome(sw, st.home)
+	for _, e := range st.ended {
+		sw.record(recEnded, e)
+	}
+	for _, m := range st.moves {
+		sw.record(recMove, m)
+	}
 	sw.record(recEnd, snapEnd{Records: sw.n})
 	if sw.err != nil {
 		return sw.err
@@ -205,6 +213,18 @@ func (st *state) addRecord(typ byte, body []byte) error {
 		st.tokens[t.Hash] = t
 	case recHomeConfig, recHomeInode, recHomeDirent, recHomeBlock:
 		return st.home.addHomeRecord(typ, body)
+	case recEnded:
+		var e Ended
+		if err := json.Unmarshal(body, &e); err != nil {
+			return err
+		}
+		st.ended = append(st.ended, e)
+	case recMove:
+		var m MoveRecord
+		if err := json.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		st.moves = append(st.moves, m)
 	default:
 		return fmt.Errorf("unknown record type %d", typ)
 	}

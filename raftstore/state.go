@@ -134,7 +134,9 @@ type state struct {
 	migrations map[int]*Migration // by cpid
 	tokens     map[string]TokenHash
 	nextCPID   int
-	home       *homeState // the replicated /cluster/home
+	home       *homeState   // the replicated /cluster/home
+	ended      []Ended      // recent ends, oldest first (history.go)
+	moves      []MoveRecord // recent migrations, oldest first
 	// applied is the index of the last command in this state; it travels
 	// in snapshots so WaitApplied is right after a restore.
 	applied uint64
@@ -161,6 +163,8 @@ func (s *state) clone() *state {
 		nextCPID:   s.nextCPID,
 		home:       s.home.clone(),
 		applied:    s.applied,
+		ended:      slices.Clone(s.ended),
+		moves:      slices.Clone(s.moves),
 	}
 	for k, n := range s.nodes {
 		n2 := *n

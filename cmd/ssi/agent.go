@@ -9,6 +9,7 @@ import (
 
 	"ssi/cluster"
 	"ssi/configs"
+	"ssi/migrate"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -50,6 +51,8 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 				Mountpoint:        cfg.FS.Mountpoint,
 				AttrTimeout:       cfg.FS.AttrTimeout,
 				EntryTimeout:      cfg.FS.EntryTimeout,
+				CRIU:              migrate.Config{Path: cfg.CRIU.Path, NoBreakpoints: cfg.CRIU.NoBreakpoints},
+				CRIUWorkDir:       cfg.CRIU.WorkDir,
 			}, log)
 			if err != nil {
 				return err

@@ -6,6 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -44,7 +47,13 @@ func jobInit(argv []string) (int, error) {
 	leader := cmd.Process.Pid
 	go func() {
 		for s := range sigs {
-			_ = syscall.Kill(leader, s.(syscall.Signal))
+			// Once the command has exited (a daemon's parent), the oldest
+			// surviving process of the job stands for it.
+			if err := syscall.Kill(leader, s.(syscall.Signal)); errors.Is(err, syscall.ESRCH) {
+				if pid := oldestChild(); pid > 0 {
+					_ = syscall.Kill(pid, s.(syscall.Signal))
+				}
+			}
 		}
 	}()
 	code := -1
@@ -68,4 +77,49 @@ func jobInit(argv []string) (int, error) {
 		}
 	}
 	return code, nil
+}
+
+// oldestChild is the oldest child of this init (orphans of the job are
+// re-parented to it), as a pid of the job's namespace. /proc is the
+// node's, so its numbers are translated through NSpid.
+func oldestChild() int {
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	best, bestStart := 0, uint64(0)
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			start, nspid := procStartAndNSpid(f)
+			if nspid > 0 && (best == 0 || start < bestStart) {
+				best, bestStart = nspid, start
+			}
+		}
+	}
+	return best
+}
+
+// procStartAndNSpid reads a process's start time and its pid in the
+// innermost namespace.
+func procStartAndNSpid(pid string) (start uint64, nspid int) {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0
+	}
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 {
+		if f := strings.Fields(string(stat[i+1:])); len(f) > 19 {
+			start, _ = strconv.ParseUint(f[19], 10, 64)
+		}
+	}
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+			nspid, _ = strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return start, nspid
 }

@@ -25,7 +25,8 @@ and an SSI_* environment variable.`,
 	}
 	configs.AddFlags(root.PersistentFlags())
 	root.AddCommand(newAgentCmd(), newNodesCmd(), newStatusCmd(), newTokenCmd(),
-		newRunCmd(), newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
+		newRunCmd(), newPsCmd(), newMigrateCmd(), newKillCmd(), newWaitCmd(), newMigrationsCmd(),
+		newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
 	return root
 }
 

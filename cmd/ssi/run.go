@@ -1,9 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -13,18 +14,20 @@ import (
 func newRunCmd() *cobra.Command {
 	var detach bool
 	cmd := &cobra.Command{
-		Use:   "run -d -- CMD [ARGS...]",
+		Use:   "run [-d] -- CMD [ARGS...]",
 		Short: "Start CMD as a cluster process (migratable); -d prints its cpid",
 		Long: `Start CMD as a cluster process on this node: PID 1 of its own PID
 namespace and session, with this shell's working directory and
 environment, registered in the cluster with a cpid that every node's
-/cluster/proc shows. -d detaches and prints the cpid alone.`,
-		Example: "  ssi run -d -- sleep 1000",
+/cluster/proc shows.
+
+Attached (the default), its stdin, stdout and stderr are relayed to this
+terminal wherever the process runs, even after it migrates; Ctrl-C
+reaches it; ssi run exits with its exit code. -d detaches and prints the
+cpid alone.`,
+		Example: "  ssi run -d -- sleep 1000\n  ssi run -- ./simulate --steps 1000",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !detach {
-				return errors.New("attached mode comes with migration; use ssi run -d for now")
-			}
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
@@ -33,12 +36,30 @@ environment, registered in the cluster with a cpid that every node's
 			if err != nil {
 				return err
 			}
-			cpid, err := cluster.NewClient(cfg.Socket).Run(cmd.Context(),
-				cluster.RunRequest{Argv: args, Dir: dir, Env: os.Environ()})
+			c := cluster.NewClient(cfg.Socket)
+			req := cluster.RunRequest{Argv: args, Dir: dir, Env: os.Environ()}
+			if detach {
+				cpid, err := c.Run(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), cpid)
+				return nil
+			}
+			at, err := c.RunAttached(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), cpid)
+			sigs := make(chan os.Signal, 8)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+				syscall.SIGUSR1, syscall.SIGUSR2)
+			code, err := at.Relay(os.Stdin, os.Stdout, os.Stderr, sigs)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCodeError{code}
+			}
 			return nil
 		},
 	}

@@ -1,0 +1,615 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"ssi/cluster/transport"
+	"ssi/fs"
+	"ssi/migrate"
+	"ssi/raftstore"
+)
+
+// Migration, the transaction (see DESIGN.md in this package's parent):
+// the source records the move in the agreed state, checks the
+// destination can take the process, dumps the tree and leaves it
+// stopped, streams the images over the mutual-TLS migration port, and
+// the destination restores it stopped. Who won is decided by one Raft
+// command, MigrationEnd: the source commits when the destination says the
+// restore worked, and aborts on any failure; a destination that loses the
+// source after its restore tries to commit. Whichever applies first wins;
+// the other side learns the outcome from the agreed state. Only then the
+// winner's copy continues (SIGCONT) and the loser's is killed, so a
+// process never runs twice and is never lost.
+
+// migrateTimeout bounds one migration's stream and restore.
+const migrateTimeout = 10 * time.Minute
+
+// MigrateRequest asks to move a process ("NODE", "home" or "balance").
+type MigrateRequest struct {
+	CPID   int    `json:"cpid"`
+	Target string `json:"target"`
+	UID    uint32 `json:"uid"`
+}
+
+// Migrate moves cpid to target on behalf of uid and returns when it is
+// done. Errors wrap fs's domain errors, which say the errno.
+func (a *Agent) Migrate(ctx context.Context, cpid int, target string, uid uint32) error {
+	s, err := a.member()
+	if err != nil {
+		return fsError(err)
+	}
+	p, ok := s.Proc(cpid)
+	if !ok {
+		return fs.ErrNoProcess
+	}
+	if uid != 0 && int(uid) != p.UID {
+		return fmt.Errorf("%w: process %d belongs to uid %d", fs.ErrPermission, cpid, p.UID)
+	}
+	to, err := a.resolveTarget(s, p, strings.TrimSpace(target))
+	if err != nil || to == "" {
+		return err
+	}
+	if p.State == raftstore.ProcMigrating {
+		return fmt.Errorf("%w: process %d is migrating", fs.ErrBusy, cpid)
+	}
+	if p.Node == a.cfg.NodeName {
+		return a.migrateOut(ctx, cpid, to)
+	}
+	n, ok := s.Node(p.Node)
+	if !ok || n.Addr == "" {
+		return fmt.Errorf("%w: process %d is on %s, which is unknown", fs.ErrNodeDown, cpid, p.Node)
+	}
+	return a.postMigrate(ctx, n.Addr, MigrateRequest{CPID: cpid, Target: to, UID: uid})
+}
+
+// resolveTarget turns a write to `where` into a node name; "" means
+// there is nothing to do (already home, already the best place).
+func (a *Agent) resolveTarget(s *raftstore.Store, p raftstore.Proc, target string) (string, error) {
+	switch target {
+	case "home":
+		if p.Node == p.Home {
+			return "", nil
+		}
+		target = p.Home
+	case "balance":
+		best := a.leastLoaded(s, p.Node)
+		if best == "" || best == p.Node {
+			return "", nil
+		}
+		target = best
+	}
+	if transport.ValidNodeName(target) != nil {
+		return "", fmt.Errorf("%w: %q is not a node, \"home\" or \"balance\"", fs.ErrBadValue, target)
+	}
+	n, ok := s.Node(target)
+	switch {
+	case !ok:
+		return "", fmt.Errorf("%w: no node called %q", fs.ErrBadValue, target)
+	case target == p.Node:
+		return "", fmt.Errorf("%w: process %d already runs on %s", fs.ErrBadValue, p.CPID, target)
+	case n.State != raftstore.NodeUp:
+		return "", fmt.Errorf("%w: %s is %s", fs.ErrNodeDown, target, n.State)
+	case n.Admin.Block:
+		return "", fmt.Errorf("%w: %s refuses arriving processes (block)", fs.ErrNodeDown, target)
+	}
+	return target, nil
+}
+
+// leastLoaded picks the up, unblocked node with the most idle CPU; the
+// current node wins ties, so balance does not move a process for nothing.
+func (a *Agent) leastLoaded(s *raftstore.Store, current string) string {
+	best, bestIdle := "", -1.0
+	for _, n := range a.nodeInfos(s) {
+		node, _ := s.Node(n.Name)
+		if n.State != string(raftstore.NodeUp) || node.Admin.Block {
+			continue
+		}
+		idle := n.CPUs - n.Load
+		if n.Name == current {
+			idle += 0.25
+		}
+		if idle > bestIdle {
+			best, bestIdle = n.Name, idle
+		}
+	}
+	return best
+}
+
+// postMigrate asks the agent where the process runs to move it.
+func (a *Agent) postMigrate(ctx context.Context, addr string, req MigrateRequest) error {
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/migrate", strings.NewReader(string(body)))
+	if err != nil {
+		return err
+	}
+	a.mu.RLock()
+	tr := a.peers.Transport
+	a.mu.RUnlock()
+	resp, err := (&http.Client{Transport: tr, Timeout: migrateTimeout}).Do(hreq)
+	if err != nil {
+		return fmt.Errorf("%w: asking %s: %v", fs.ErrNodeDown, addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var e apiError
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	return errnoError(e.Errno, e.Error)
+}
+
+// handlePeerMigrate moves a process that runs here, for another node.
+func (a *Agent) handlePeerMigrate(w http.ResponseWriter, r *http.Request) {
+	var req MigrateRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
+		return
+	}
+	if err := a.Migrate(r.Context(), req.CPID, req.Target, req.UID); err != nil {
+		writeMigrateErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// handleLocalMigrate is `ssi migrate`, as the calling user.
+func (a *Agent) handleLocalMigrate(w http.ResponseWriter, r *http.Request) {
+	uid, _, ok := peerCred(connOf(r))
+	if !ok {
+		writeMigrateErr(w, fmt.Errorf("%w: cannot tell who is asking", fs.ErrPermission))
+		return
+	}
+	var req MigrateRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
+		return
+	}
+	if err := a.Migrate(r.Context(), req.CPID, req.Target, uid); err != nil {
+		writeMigrateErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func writeMigrateErr(w http.ResponseWriter, err error) {
+	writeJSON(w, http.StatusConflict, apiError{Error: err.Error(), Errno: fs.ErrnoName(err)})
+}
+
+// errnoError rebuilds a domain error from its errno name.
+func errnoError(name, msg string) error {
+	if e := fs.ErrorForErrno(name); e != nil {
+		return fmt.Errorf("%w: %s", e, msg)
+	}
+	return errors.New(msg)
+}
+
+// migrateOut is the source's side of the transaction.
+func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error) {
+	start := time.Now()
+	j, ok := a.job(cpid)
+	if !ok {
+		return fmt.Errorf("%w: process %d is not running here", fs.ErrNoProcess, cpid)
+	}
+	j.mu.Lock()
+	if j.moving || j.gone {
+		j.mu.Unlock()
+		return fmt.Errorf("%w: process %d is migrating", fs.ErrBusy, cpid)
+	}
+	j.moving = true
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		j.moving = false
+		j.mu.Unlock()
+		if err != nil {
+			a.setCantMove(cpid, err.Error())
+			a.log.Warn("migration failed", "cpid", cpid, "to", to, "err", err)
+		}
+	}()
+	if why := a.cantMove(j); why != "" {
+		return fmt.Errorf("%w: %s", fs.ErrCannotMove, why)
+	}
+	s, err := a.member()
+	if err != nil {
+		return fsError(err)
+	}
+	n, ok := s.Node(to)
+	if !ok {
+		return fmt.Errorf("%w: no node called %q", fs.ErrBadValue, to)
+	}
+	id := randomID()
+	if _, err := a.apply(ctx, raftstore.MigrationStart{ID: id, CPID: cpid, To: to, StartedAt: start}); err != nil {
+		return fsError(err)
+	}
+	m := &moveOut{a: a, j: j, id: id, to: to, addr: n.Addr, start: start}
+	committed, err := m.run(ctx)
+	if committed {
+		a.log.Info("migrated", "cpid", cpid, "to", to, "frozen", m.frozen, "total", time.Since(start),
+			"bytes", m.bytes)
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the destination did not take the process")
+	}
+	return err
+}
+
+// moveOut is one outgoing migration.
+type moveOut struct {
+	a      *Agent
+	j      *job
+	id, to string
+	addr   string
+	start  time.Time
+	frozen time.Duration
+	bytes  int64
+}
+
+// run performs the move; it returns whether the process now runs on the
+// destination. On false, the process runs here again.
+func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
+	a, j := m.a, m.j
+	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	dir := filepath.Join(a.cfg.CRIUWorkDir, "out-"+m.id)
+	defer os.RemoveAll(dir)
+
+	var stopped time.Time
+	var st *stdioState
+	// fail aborts the migration in the agreed state and resumes the
+	// process here, unless the destination's commit won the race.
+	fail := func(cause error) (bool, error) {
+		reason := cause.Error()
+		if !stopped.IsZero() {
+			m.frozen = time.Since(stopped)
+		}
+		committed, err := a.settle(m.j.cpid, m.id, m.to, false, &raftstore.MoveStats{Reason: reason,
+			Frozen: m.frozen, Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()})
+		if err == nil && committed {
+			// The destination committed: it runs there.
+			m.finishHere()
+			return true, nil
+		}
+		if !stopped.IsZero() {
+			_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
+			if j.hold != nil && st != nil {
+				j.hold.resume(st)
+			}
+		}
+		return false, cause
+	}
+
+	conn, err := transport.Dial(ctx, m.addr, transport.ProtoMigrate, a.identity())
+	if err != nil {
+		return fail(fmt.Errorf("%w: reaching %s: %v", fs.ErrNodeDown, m.to, err))
+	}
+	defer conn.Close()
+	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stopOnCancel()
+	c := newFrameConn(conn)
+	p, _ := a.store.Proc(j.cpid)
+	hdr := streamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
+		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), a.cfg.Mountpoint+"/")}
+	for i := range hdr.Pipes {
+		hdr.Pipes[i] = migrate.FDKey(j.pid(), i)
+	}
+	if err := c.sendJSON(frHeader, hdr); err != nil {
+		return fail(fmt.Errorf("%w: %s: %v", fs.ErrNodeDown, m.to, err))
+	}
+	var ready restoreReply
+	if err := c.expect(frReady, &ready); err != nil {
+		return fail(fmt.Errorf("%w: %s: %v", fs.ErrNodeDown, m.to, err))
+	}
+	if !ready.OK {
+		return fail(fmt.Errorf("%w: %s", fs.ErrCannotMove, ready.Error))
+	}
+
+	stopped = time.Now()
+	if _, err := a.criu.Dump(ctx, migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true}); err != nil {
+		// CRIU resumes the tree when a dump fails.
+		stopped = time.Time{}
+		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
+	}
+	if j.hold != nil {
+		if st, err = j.hold.detach(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if st == nil {
+		st = &stdioState{}
+	}
+	dw := &dataWriter{c: c}
+	err = migrate.Pack(dir, dw)
+	m.bytes = dw.n
+	if err == nil {
+		err = c.send(frDataEnd, nil)
+	}
+	if err == nil {
+		err = c.sendJSON(frPending, st)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("%w: sending to %s: %v", fs.ErrNodeDown, m.to, err))
+	}
+	var rr restoreReply
+	if err := c.expect(frRestored, &rr); err != nil {
+		return fail(fmt.Errorf("%w: %s during restore: %v", fs.ErrNodeDown, m.to, err))
+	}
+	if !rr.OK {
+		return fail(fmt.Errorf("%w: restore on %s: %s", fs.ErrCannotMove, m.to, rr.Error))
+	}
+	m.frozen = time.Since(stopped)
+	won, err := a.settle(j.cpid, m.id, m.to, true, &raftstore.MoveStats{Frozen: m.frozen,
+		Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()})
+	if err != nil {
+		// Unknown outcome: keep the copy stopped; settle keeps trying.
+		return false, fmt.Errorf("%w: the outcome could not be recorded: %v", fs.ErrNoQuorum, err)
+	}
+	_ = c.sendJSON(frDecision, decision{Commit: won})
+	if !won {
+		return fail(errors.New("aborted by the destination"))
+	}
+	m.finishHere()
+	_ = c.expect(frDone, nil)
+	return true, nil
+}
+
+// finishHere kills the stopped copy of a process that now runs elsewhere.
+func (m *moveOut) finishHere() {
+	j := m.j
+	j.mu.Lock()
+	j.gone = true
+	j.mu.Unlock()
+	// Killing the init of a PID namespace kills all of it.
+	_ = syscall.Kill(j.pid(), syscall.SIGKILL)
+	_ = migrate.SignalTree(j.pid(), syscall.SIGKILL)
+	if j.hold != nil {
+		j.hold.close()
+	}
+}
+
+// settle applies the end of migration id with the outcome we want and
+// returns the outcome that holds (true: the process is now on to): ours,
+// or the other side's if it ended the migration first. It retries while
+// the cluster has no quorum; until the outcome is known no copy may run.
+func (a *Agent) settle(cpid int, id, to string, commit bool, st *raftstore.MoveStats) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		_, err := a.apply(ctx, raftstore.MigrationEnd{CPID: cpid, ID: id, Commit: commit, Stats: st})
+		if err == nil {
+			return commit, nil
+		}
+		if errors.Is(err, raftstore.ErrNotFound) {
+			// Already ended by the other side: read how.
+			if err := a.catchUp(ctx); err == nil {
+				s, _ := a.member()
+				if m, busy := s.Migration(cpid); !busy || m.ID != id {
+					p, ok := s.Proc(cpid)
+					return ok && p.Node == to, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// catchUp waits until this replica has applied what the leader had
+// applied when asked.
+func (a *Agent) catchUp(ctx context.Context) error {
+	s, err := a.member()
+	if err != nil {
+		return err
+	}
+	if s.IsLeader() {
+		return nil
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if err := a.forward(ctx, "/v1/applied", struct{}{}, &out); err != nil {
+		return err
+	}
+	return s.WaitApplied(ctx, out.Index)
+}
+
+// serveMigrations serves the migration port: stdio streams of attached
+// processes and incoming moves.
+func (a *Agent) serveMigrations(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go a.serveMigrationConn(conn)
+	}
+}
+
+func (a *Agent) serveMigrationConn(conn net.Conn) {
+	defer conn.Close()
+	c := newFrameConn(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var hdr streamHeader
+	if err := c.expect(frHeader, &hdr); err != nil {
+		a.log.Debug("migration port: bad stream", "peer", transport.PeerName(conn), "err", err)
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	switch hdr.Kind {
+	case "stdio":
+		a.jobsMu.Lock()
+		s := a.sessions[hdr.CPID]
+		a.jobsMu.Unlock()
+		if s == nil {
+			return
+		}
+		s.serveHolder(c)
+	case "move":
+		a.receiveMove(conn, c, hdr)
+	}
+}
+
+// receiveMove is the destination's side of the transaction.
+func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
+	log := a.log.With("cpid", hdr.CPID, "from", hdr.From, "id", hdr.ID)
+	refuse := func(typ byte, why string) {
+		log.Warn("refusing an arriving process", "why", why)
+		_ = c.sendJSON(typ, restoreReply{Error: why})
+	}
+	if peer := transport.PeerName(conn); peer != hdr.From {
+		refuse(frReady, fmt.Sprintf("%s may not move processes of %s", peer, hdr.From))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+	defer cancel()
+	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stopOnCancel()
+	if err := a.catchUp(ctx); err != nil {
+		refuse(frReady, fmt.Sprintf("%s cannot reach the leader: %v", a.cfg.NodeName, err))
+		return
+	}
+	s, _ := a.member()
+	mig, ok := s.Migration(hdr.CPID)
+	me, _ := s.Node(a.cfg.NodeName)
+	switch {
+	case !ok || mig.ID != hdr.ID || mig.To != a.cfg.NodeName || mig.From != hdr.From:
+		refuse(frReady, "no such migration in the agreed state")
+		return
+	case me.Admin.Block:
+		refuse(frReady, a.cfg.NodeName+" refuses arriving processes (block)")
+		return
+	}
+	if missing := migrate.MissingFiles(hdr.Files); len(missing) > 0 {
+		refuse(frReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
+		return
+	}
+	if err := c.sendJSON(frReady, restoreReply{OK: true}); err != nil {
+		return
+	}
+
+	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
+	defer os.RemoveAll(dir)
+	if _, err := migrate.Unpack(&dataReader{c: c}, dir); err != nil {
+		log.Warn("receiving images", "err", err)
+		return
+	}
+	var st stdioState
+	if err := c.expect(frPending, &st); err != nil {
+		log.Warn("receiving stdio state", "err", err)
+		return
+	}
+	// Home barrier: the process's files in /cluster/home must be here as
+	// the source last saw them before CRIU reopens them.
+	if err := a.catchUp(ctx); err != nil {
+		refuse(frRestored, fmt.Sprintf("catching up with the leader: %v", err))
+		return
+	}
+	var ours [4]*os.File
+	var inherit []migrate.InheritFD
+	if hdr.Attached {
+		var theirs []*os.File
+		var err error
+		if ours, theirs, err = jobPipes(); err != nil {
+			refuse(frRestored, err.Error())
+			return
+		}
+		keys := map[string]bool{}
+		for i, k := range hdr.Pipes {
+			if k != "" && !keys[k] {
+				keys[k] = true
+				inherit = append(inherit, migrate.InheritFD{Key: k, File: theirs[i]})
+			}
+		}
+		defer func() {
+			for _, f := range theirs[1:] {
+				f.Close()
+			}
+		}()
+	}
+	closeOurs := func() {
+		for _, f := range ours {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	r, err := a.criu.Restore(ctx, migrate.RestoreOptions{Dir: dir, InheritFDs: inherit, LeaveStopped: true})
+	if err != nil {
+		closeOurs()
+		refuse(frRestored, err.Error())
+		return
+	}
+	proc, perr := os.FindProcess(r.Pid)
+	if perr != nil {
+		_ = syscall.Kill(r.Pid, syscall.SIGKILL)
+		closeOurs()
+		refuse(frRestored, perr.Error())
+		return
+	}
+	if err := c.sendJSON(frRestored, restoreReply{OK: true, Pid: r.Pid}); err != nil {
+		log.Warn("the source went away after the restore", "err", err)
+	}
+	var d decision
+	var won bool
+	if err := c.expect(frDecision, &d); err != nil {
+		// The source is gone: the agreed state decides, and we ask for
+		// the commit (the restore worked).
+		log.Warn("no verdict from the source; settling through the cluster", "err", err)
+		won, err = a.settle(hdr.CPID, hdr.ID, a.cfg.NodeName, true, &raftstore.MoveStats{Reason: "source lost after restore",
+			EndedAt: time.Now()})
+		if err != nil {
+			log.Error("migration outcome unknown; keeping the restored copy stopped", "err", err)
+			return
+		}
+	} else {
+		won = d.Commit
+	}
+	if !won {
+		_ = migrate.SignalTree(r.Pid, syscall.SIGKILL)
+		_, _ = proc.Wait()
+		closeOurs()
+		return
+	}
+	j := &job{cpid: hdr.CPID, proc: proc}
+	if hdr.Attached {
+		j.hold = a.newHolder(hdr.CPID, hdr.Home, ours[0], ours[1], ours[2], ours[3], &st)
+		j.hold.pid = j.pid
+		j.hold.start()
+	}
+	a.addJob(j)
+	_ = migrate.SignalTree(r.Pid, syscall.SIGCONT)
+	_ = c.send(frDone, nil)
+	log.Info("process arrived", "pid", r.Pid)
+}
+
+// cantMove says why the job cannot move now, "" if it can.
+func (a *Agent) cantMove(j *job) string {
+	s, err := a.member()
+	if err == nil {
+		if p, ok := s.Proc(j.cpid); ok && p.Lock {
+			return "locked (write 0 to lock to let it move)"
+		}
+	}
+	return migrate.CantMove(j.pid())
+}
+
+// setCantMove remembers why the last migration of cpid failed, for the
+// cantmove file until the next attempt.
+func (a *Agent) setCantMove(cpid int, why string) {
+	a.jobsMu.Lock()
+	defer a.jobsMu.Unlock()
+	a.lastFailure[cpid] = why
+}

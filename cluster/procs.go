@@ -1,0 +1,440 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"ssi/fs"
+	"ssi/migrate"
+	"ssi/raftstore"
+)
+
+// ProcInfo is one line of `ssi ps`.
+type ProcInfo struct {
+	CPID     int       `json:"cpid"`
+	Node     string    `json:"node"`
+	Home     string    `json:"home"`
+	UID      int       `json:"uid"`
+	User     string    `json:"user"`
+	State    string    `json:"state"`
+	CPU      float64   `json:"cpu"` // percent of one CPU
+	RSS      uint64    `json:"rss"` // bytes
+	Pid      int       `json:"pid"` // on the node it runs on
+	NMigs    int       `json:"nmigs"`
+	Lock     bool      `json:"lock"`
+	CantMove string    `json:"cantmove,omitempty"`
+	Argv     []string  `json:"argv"`
+	Started  time.Time `json:"started"`
+}
+
+// ProcSample is what a node measures of a process running there; it
+// travels with the node's telemetry.
+type ProcSample struct {
+	Pid      int     `json:"pid"`
+	CPU      float64 `json:"cpu"`
+	RSS      uint64  `json:"rss"`
+	CantMove string  `json:"cantmove,omitempty"`
+}
+
+// KillRequest signals a cluster process wherever it runs.
+type KillRequest struct {
+	CPID   int  `json:"cpid"`
+	Signal int  `json:"signal"`
+	All    bool `json:"all"`
+	UID    int  `json:"uid"`
+}
+
+// WaitResult is how a process ended; Code is nil when unknown.
+type WaitResult struct {
+	Code *int `json:"code"`
+}
+
+// Run asks the local agent to start a detached cluster process; it
+// returns its cpid.
+func (c *Client) Run(ctx context.Context, req RunRequest) (int, error) {
+	var out struct {
+		CPID int `json:"cpid"`
+	}
+	req.Attach = false
+	return out.CPID, c.call(ctx, http.MethodPost, "/v1/run", req, &out)
+}
+
+// Attached is the stdio stream of a process started by RunAttached.
+type Attached struct {
+	CPID int
+	conn net.Conn
+	fc   *frameConn
+}
+
+// RunAttached starts a cluster process whose stdio comes back on the
+// returned stream.
+func (c *Client) RunAttached(ctx context.Context, req RunRequest) (*Attached, error) {
+	req.Attach = true
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoAgent, err)
+	}
+	body, _ := json.Marshal(req)
+	hreq, _ := http.NewRequest(http.MethodPost, "http://agent/v1/run", bytes.NewReader(body))
+	hreq.Header.Set("Connection", "Upgrade")
+	hreq.Header.Set("Upgrade", stdioUpgrade)
+	if err := hreq.Write(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, hreq)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var e apiError
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("agent: %s", resp.Status)
+	}
+	fc := newFrameConn(&bufConn{r: br, Conn: conn})
+	var first struct {
+		CPID int `json:"cpid"`
+	}
+	if err := fc.expect(frCPID, &first); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &Attached{CPID: first.CPID, conn: conn, fc: fc}, nil
+}
+
+// Relay copies stdin to the process and its output to stdout and stderr,
+// passes on signals, and returns the process's exit code.
+func (at *Attached) Relay(stdin io.Reader, stdout, stderr io.Writer, signals <-chan os.Signal) (int, error) {
+	defer at.conn.Close()
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdin.Read(buf)
+			if n > 0 && at.fc.send(frStdin, buf[:n]) != nil {
+				return
+			}
+			if err != nil {
+				_ = at.fc.send(frEOF, nil)
+				return
+			}
+		}
+	}()
+	go func() {
+		for s := range signals {
+			if sig, ok := s.(syscall.Signal); ok {
+				_ = at.fc.send(frSignal, []byte{byte(sig)})
+			}
+		}
+	}()
+	for {
+		typ, b, err := at.fc.recv()
+		if err != nil {
+			return 255, fmt.Errorf("lost the agent before the process ended: %w", err)
+		}
+		switch typ {
+		case frStdout:
+			_, _ = stdout.Write(b)
+		case frStderr:
+			_, _ = stderr.Write(b)
+		case frExit:
+			var e exitInfo
+			if err := json.Unmarshal(b, &e); err != nil {
+				return 255, err
+			}
+			return e.Code, nil
+		}
+	}
+}
+
+// Migrate moves a process ("NODE", "home" or "balance").
+func (c *Client) Migrate(ctx context.Context, cpid int, target string) error {
+	return c.callLong(ctx, http.MethodPost, "/v1/migrate", MigrateRequest{CPID: cpid, Target: target}, nil)
+}
+
+// Procs lists every cluster process.
+func (c *Client) Procs(ctx context.Context) ([]ProcInfo, error) {
+	var out []ProcInfo
+	return out, c.call(ctx, http.MethodGet, "/v1/procs", nil, &out)
+}
+
+// Kill signals a process wherever it runs.
+func (c *Client) Kill(ctx context.Context, req KillRequest) error {
+	return c.call(ctx, http.MethodPost, "/v1/kill", req, nil)
+}
+
+// Wait blocks until the process has ended.
+func (c *Client) Wait(ctx context.Context, cpid int) (WaitResult, error) {
+	var out WaitResult
+	return out, c.callLong(ctx, http.MethodGet, "/v1/wait?cpid="+strconv.Itoa(cpid), nil, &out)
+}
+
+// Moves lists the recent migrations.
+func (c *Client) Moves(ctx context.Context) ([]raftstore.MoveRecord, error) {
+	var out []raftstore.MoveRecord
+	return out, c.call(ctx, http.MethodGet, "/v1/migrations", nil, &out)
+}
+
+func (a *Agent) handleProcs(w http.ResponseWriter, _ *http.Request) {
+	s, err := a.member()
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.procInfos(s))
+}
+
+// procInfos joins the agreed processes with their nodes' samples.
+func (a *Agent) procInfos(s *raftstore.Store) []ProcInfo {
+	out := []ProcInfo{}
+	for _, p := range s.Procs() {
+		pi := ProcInfo{CPID: p.CPID, Node: p.Node, Home: p.Home, UID: p.UID, User: userName(p.UID),
+			State: string(p.State), NMigs: p.NMigs, Lock: p.Lock, Argv: p.Argv, Started: p.StartedAt}
+		if smp, ok := a.telemetry.Get(p.Node); ok {
+			if ps, ok := smp.Procs[p.CPID]; ok {
+				pi.Pid, pi.CPU, pi.RSS, pi.CantMove = ps.Pid, ps.CPU, ps.RSS, ps.CantMove
+			}
+		}
+		if p.State == raftstore.ProcMigrating {
+			pi.CantMove = "a migration is under way"
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+func (a *Agent) handleMoves(w http.ResponseWriter, _ *http.Request) {
+	s, err := a.member()
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Moves())
+}
+
+// handleKill is `ssi kill`, as the calling user.
+func (a *Agent) handleKill(w http.ResponseWriter, r *http.Request) {
+	uid, _, ok := peerCred(connOf(r))
+	var req KillRequest
+	if !ok || json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req) != nil {
+		writeMigrateErr(w, fmt.Errorf("%w: want {cpid, signal}", fs.ErrBadValue))
+		return
+	}
+	req.UID = int(uid)
+	if err := a.kill(r.Context(), req); err != nil {
+		writeMigrateErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// handlePeerKill signals a process running here for another node.
+func (a *Agent) handlePeerKill(w http.ResponseWriter, r *http.Request) {
+	var req KillRequest
+	if json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req) != nil {
+		writeMigrateErr(w, fmt.Errorf("%w: want {cpid, signal}", fs.ErrBadValue))
+		return
+	}
+	if err := a.kill(r.Context(), req); err != nil {
+		writeMigrateErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// kill delivers a signal where the process runs: to its init, which
+// passes it to the job's leader, or with All to every process of the job.
+func (a *Agent) kill(ctx context.Context, req KillRequest) error {
+	if req.Signal <= 0 || req.Signal > 64 {
+		return fmt.Errorf("%w: signal %d", fs.ErrBadValue, req.Signal)
+	}
+	s, err := a.member()
+	if err != nil {
+		return fsError(err)
+	}
+	// A process in the middle of a move is signalled once it has landed.
+	deadline := time.Now().Add(migrateTimeout)
+	for {
+		p, ok := s.Proc(req.CPID)
+		if !ok {
+			return fs.ErrNoProcess
+		}
+		if req.UID != 0 && req.UID != p.UID {
+			return fmt.Errorf("%w: process %d belongs to uid %d", fs.ErrPermission, p.CPID, p.UID)
+		}
+		if p.State != raftstore.ProcMigrating {
+			if p.Node != a.cfg.NodeName {
+				addr, err := a.nodeAddr(p.Node)
+				if err != nil {
+					return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
+				}
+				body, _ := json.Marshal(req)
+				err = a.post(ctx, addr, "/v1/kill", body, nil)
+				if err != nil && errors.Is(err, errRetry) {
+					return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
+				}
+				return err
+			}
+			j, ok := a.job(req.CPID)
+			if ok {
+				j.mu.Lock()
+				moving := j.moving
+				j.mu.Unlock()
+				if !moving {
+					return signalJob(j, syscall.Signal(req.Signal), req.All)
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: process %d is migrating", fs.ErrBusy, req.CPID)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func signalJob(j *job, sig syscall.Signal, all bool) error {
+	if !all {
+		return syscall.Kill(j.pid(), sig)
+	}
+	// Everyone but the init, which ends by itself once they are gone.
+	for _, pid := range migrate.Tree(j.pid())[1:] {
+		_ = syscall.Kill(pid, sig)
+	}
+	return nil
+}
+
+// handleWait answers once the process has ended.
+func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
+	cpid, err := strconv.Atoi(r.URL.Query().Get("cpid"))
+	if err != nil {
+		writeMigrateErr(w, fmt.Errorf("%w: cpid %q", fs.ErrBadValue, r.URL.Query().Get("cpid")))
+		return
+	}
+	s, err := a.member()
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if _, ok := s.Proc(cpid); !ok {
+		if e, ok := s.Ended(cpid); ok {
+			writeJSON(w, http.StatusOK, WaitResult{Code: e.ExitCode})
+			return
+		}
+		writeMigrateErr(w, fmt.Errorf("%w: %d", fs.ErrNoProcess, cpid))
+		return
+	}
+	for {
+		if _, ok := s.Proc(cpid); !ok {
+			e, _ := s.Ended(cpid)
+			writeJSON(w, http.StatusOK, WaitResult{Code: e.ExitCode})
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// jobSamples measures the processes running here, for telemetry.
+func (a *Agent) jobSamples(prev map[int]procCPU, now time.Time) (map[int]ProcSample, map[int]procCPU) {
+	a.jobsMu.Lock()
+	jobs := make([]*job, 0, len(a.jobs))
+	for _, j := range a.jobs {
+		jobs = append(jobs, j)
+	}
+	a.jobsMu.Unlock()
+	out := map[int]ProcSample{}
+	next := map[int]procCPU{}
+	for _, j := range jobs {
+		j.mu.Lock()
+		moving := j.moving
+		j.mu.Unlock()
+		ps := ProcSample{Pid: j.pid()}
+		var ticks uint64
+		for _, pid := range migrate.Tree(j.pid()) {
+			t, rss := procStat(pid)
+			ticks += t
+			ps.RSS += rss
+		}
+		next[j.cpid] = procCPU{ticks: ticks, at: now}
+		if p, ok := prev[j.cpid]; ok && now.After(p.at) && ticks >= p.ticks {
+			ps.CPU = 100 * float64(ticks-p.ticks) / clockTicks / now.Sub(p.at).Seconds()
+		}
+		if !moving {
+			ps.CantMove = a.cantMove(j)
+		}
+		if ps.CantMove == "" {
+			a.jobsMu.Lock()
+			ps.CantMove = a.lastFailure[j.cpid]
+			a.jobsMu.Unlock()
+		}
+		out[j.cpid] = ps
+	}
+	return out, next
+}
+
+type procCPU struct {
+	ticks uint64
+	at    time.Time
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times.
+const clockTicks = 100
+
+// procStat reads a process's CPU ticks (user+system) and resident bytes.
+func procStat(pid int) (ticks, rss uint64) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, 0
+	}
+	// Fields after the command, which may hold spaces, in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 22 {
+		return 0, 0
+	}
+	ut, _ := strconv.ParseUint(string(f[11]), 10, 64)
+	st, _ := strconv.ParseUint(string(f[12]), 10, 64)
+	pages, _ := strconv.ParseUint(string(f[21]), 10, 64)
+	return ut + st, pages * uint64(os.Getpagesize())
+}
+
+// userName is uid's login name, or the number.
+func userName(uid int) string {
+	b, err := os.ReadFile("/etc/passwd")
+	if err == nil {
+		for _, l := range bytes.Split(b, []byte("\n")) {
+			f := bytes.Split(l, []byte(":"))
+			if len(f) > 2 && string(f[2]) == strconv.Itoa(uid) {
+				return string(f[0])
+			}
+		}
+	}
+	return strconv.Itoa(uid)
+}

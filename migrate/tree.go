@@ -1,0 +1,57 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Tree returns root and every descendant of it, parents before children.
+// Children are read from every thread's children file: a Go program's
+// children hang off whichever thread forked them.
+func Tree(root int) []int {
+	out := []int{root}
+	seen := map[int]bool{root: true}
+	for i := 0; i < len(out); i++ {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", out[i]))
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+					seen[pid] = true
+					out = append(out, pid)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// SignalTree sends sig to every process of the tree rooted at root; it
+// returns the first error other than "already gone".
+func SignalTree(root int, sig syscall.Signal) error {
+	var first error
+	for _, pid := range Tree(root) {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// FDKey is CRIU's name for what fd of pid refers to, e.g. "pipe:[1234]"
+// (the form RestoreOptions.InheritFDs wants), or "" if fd is not open.
+func FDKey(pid, fd int) string {
+	s, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+	if err != nil {
+		return ""
+	}
+	return s
+}
