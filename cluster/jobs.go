@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"ssi/migrate"
 	"ssi/raftstore"
 )
 
@@ -126,6 +127,9 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = theirs[0], theirs[1], theirs[2]
 	}
+	// Whatever this agent opened without close-on-exec (the FUSE device)
+	// must not leak into the job: CRIU could not move it.
+	_ = migrate.SealInheritedFDs()
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
 			if f != nil {

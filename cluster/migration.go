@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -188,10 +189,20 @@ func writeMigrateErr(w http.ResponseWriter, err error) {
 // errnoError rebuilds a domain error from its errno name.
 func errnoError(name, msg string) error {
 	if e := fs.ErrorForErrno(name); e != nil {
-		return fmt.Errorf("%w: %s", e, msg)
+		return &remoteErrno{msg: msg, sentinel: e}
 	}
 	return errors.New(msg)
 }
+
+// remoteErrno is an error from another agent: its message as it was,
+// and the domain error it stands for.
+type remoteErrno struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteErrno) Error() string { return e.msg }
+func (e *remoteErrno) Unwrap() error { return e.sentinel }
 
 // migrateOut is the source's side of the transaction.
 func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error) {
@@ -502,7 +513,13 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 
 	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
 	defer os.RemoveAll(dir)
-	if _, err := migrate.Unpack(&dataReader{c: c}, dir); err != nil {
+	dr := &dataReader{c: c}
+	_, err := migrate.Unpack(dr, dir)
+	if err == nil {
+		// The archive's end marker may come before the stream's.
+		_, err = io.Copy(io.Discard, dr)
+	}
+	if err != nil {
 		log.Warn("receiving images", "err", err)
 		return
 	}

@@ -14,8 +14,9 @@ type Home interface {
 	Lookup(parent uint64, name string) (HomeAttr, error)
 	Getattr(ino uint64) (HomeAttr, error)
 	Readdir(ino uint64) ([]HomeEntry, error)
-	// Read returns up to n bytes from off: fewer at the end, none past it.
-	Read(ino, off uint64, n int) ([]byte, error)
+	// Read copies file data from off into dest and returns how many bytes
+	// it copied: fewer than len(dest) at the end, none past it.
+	Read(ino, off uint64, dest []byte) (int, error)
 	Readlink(ino uint64) (string, error)
 	Statfs() HomeUsage
 	// Fresh returns once this replica holds everything the cluster

@@ -16,6 +16,12 @@ const inoHomeBase = 0xC << 60
 // as one entry: one Raft entry per FUSE write would be slow.
 const maxBatch = 1 << 20
 
+// maxFlight bounds the full batches of one inode that are on their way
+// to the quorum at once. While they travel, the writer goes on filling the
+// next one, and the leader stores several in one log write (group
+// commit): measured on one node, 38 -> N MB/s.
+const maxFlight = 8
+
 // homeFS is the state shared by the home's nodes on this machine.
 type homeFS struct {
 	h Home
@@ -24,13 +30,38 @@ type homeFS struct {
 	pending map[uint64]*batch
 }
 
-// batch is data written to one inode and not yet committed. Reads,
-// getattr, fsync, close and truncate of that inode commit it first, so a
-// process reads its own writes.
+// batch is data written to one inode and not yet acknowledged. A full
+// batch is sent at once, without waiting for the quorum; reads, getattr,
+// fsync, close and truncate of that inode wait for everything sent and
+// commit the rest, so a process reads its own writes and close returns
+// only once every byte is on a quorum. A failure of a batch sent ahead
+// is reported by the next write, fsync or close of the inode.
 type batch struct {
-	mu      sync.Mutex // serialises commits of this inode
+	mu      sync.Mutex // protects the fields below; serialises commits of this inode
 	extents []Extent
 	size    int
+	flying  []*flight // sent, oldest first
+	err     error     // the first failure of a flight not yet reported
+}
+
+// flight is one batch on its way to the quorum.
+type flight struct {
+	extents []Extent
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+// overlaps reports whether f writes any byte that ext writes: such
+// batches must reach the log in order, so the later one waits.
+func (f *flight) overlaps(ext []Extent) bool {
+	for _, a := range f.extents {
+		for _, b := range ext {
+			if a.Off < b.Off+uint64(len(b.Data)) && b.Off < a.Off+uint64(len(a.Data)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (f *homeFS) batchOf(ino uint64) *batch {
@@ -44,25 +75,92 @@ func (f *homeFS) batchOf(ino uint64) *batch {
 	return b
 }
 
-// add queues data; it commits when the batch is full.
+// add queues data; a full batch is sent.
 func (f *homeFS) add(ctx context.Context, ino uint64, off uint64, data []byte) error {
 	b := f.batchOf(ino)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.takeErr(); err != nil {
+		return err
+	}
 	if n := len(b.extents); n > 0 {
 		last := &b.extents[n-1]
 		if last.Off+uint64(len(last.Data)) == off {
 			last.Data = append(last.Data, data...)
 			b.size += len(data)
-			return f.commitLocked(ctx, ino, b, false)
+			return f.sendLocked(ctx, ino, b)
 		}
 	}
 	b.extents = append(b.extents, Extent{Off: off, Data: append([]byte(nil), data...)})
 	b.size += len(data)
-	return f.commitLocked(ctx, ino, b, false)
+	return f.sendLocked(ctx, ino, b)
 }
 
-// commit writes out what is pending for ino.
+// sendLocked sends a full batch without waiting for its commit, once no
+// earlier flight writes the same bytes and fewer than maxFlight travel.
+func (f *homeFS) sendLocked(ctx context.Context, ino uint64, b *batch) error {
+	if b.size < maxBatch {
+		return nil
+	}
+	ext := b.extents
+	b.extents, b.size = nil, 0
+	for i := len(b.flying) - 1; i >= 0; i-- {
+		if b.flying[i].overlaps(ext) {
+			b.wait(i + 1)
+			break
+		}
+	}
+	if len(b.flying) >= maxFlight {
+		b.wait(len(b.flying) - maxFlight + 1)
+	}
+	fl := &flight{extents: ext, done: make(chan struct{})}
+	b.flying = append(b.flying, fl)
+	// The request's context ends with this write; the batch outlives it
+	// and the backend bounds how long it waits.
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		fl.err = f.h.Write(ctx, ino, ext)
+		close(fl.done)
+	}()
+	return b.takeErr()
+}
+
+// wait waits for the oldest n flights and forgets them, keeping the first
+// failure.
+func (b *batch) wait(n int) {
+	for _, fl := range b.flying[:n] {
+		<-fl.done
+		if fl.err != nil && b.err == nil {
+			b.err = fl.err
+		}
+	}
+	b.flying = append(b.flying[:0], b.flying[n:]...)
+}
+
+// takeErr returns the failure of a flight that landed, once.
+func (b *batch) takeErr() error {
+	n := 0
+	for n < len(b.flying) && isDone(b.flying[n].done) {
+		n++
+	}
+	if n > 0 {
+		b.wait(n)
+	}
+	err := b.err
+	b.err = nil
+	return err
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// commit waits for what was sent for ino and writes out the rest.
 func (f *homeFS) commit(ctx context.Context, ino uint64) error {
 	f.mu.Lock()
 	b := f.pending[ino]
@@ -72,11 +170,14 @@ func (f *homeFS) commit(ctx context.Context, ino uint64) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return f.commitLocked(ctx, ino, b, true)
-}
-
-func (f *homeFS) commitLocked(ctx context.Context, ino uint64, b *batch, always bool) error {
-	if len(b.extents) == 0 || (!always && b.size < maxBatch) {
+	b.wait(len(b.flying))
+	if err := b.takeErr(); err != nil {
+		// What is still pending was written after the failure: refuse it
+		// too rather than leave a file with a gap.
+		b.extents, b.size = nil, 0
+		return err
+	}
+	if len(b.extents) == 0 {
 		return nil
 	}
 	ext := b.extents
@@ -292,11 +393,12 @@ func (n *homeNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off
 	if err := n.fs.commit(ctx, n.ino); err != nil {
 		return nil, errno(err)
 	}
-	b, err := n.fs.h.Read(n.ino, uint64(off), len(dest))
+	// Into go-fuse's own buffer: no allocation, one copy.
+	got, err := n.fs.h.Read(n.ino, uint64(off), dest)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return fuse.ReadResultData(b), 0
+	return fuse.ReadResultData(dest[:got]), 0
 }
 
 func (n *homeNode) Write(ctx context.Context, _ gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {

@@ -243,7 +243,9 @@ func applyHomeWrite(s *state, c HomeWrite) error {
 }
 
 // writeExtent stores data at off, building a new slice for every block it
-// touches (stored slices are shared with snapshots).
+// changes in part (stored slices are shared with snapshots). It keeps
+// slices of data itself for the blocks it replaces whole: data belongs to
+// the state from then on (a decoded command's extents are its own copy).
 func (h *homeState) writeExtent(ino, off uint64, data []byte) {
 	if len(data) == 0 {
 		return
@@ -257,10 +259,16 @@ func (h *homeState) writeExtent(ino, off uint64, data []byte) {
 		idx, within := off/HomeBlockSize, int(off%HomeBlockSize)
 		n := min(HomeBlockSize-within, len(data))
 		old := blocks[idx]
-		nb := make([]byte, max(len(old), within+n))
-		copy(nb, old)
-		copy(nb[within:], data[:n])
-		blocks[idx] = nb
+		if within == 0 && n >= len(old) {
+			// The new data replaces the whole block: keep it as it is,
+			// capped so that nothing can append into the next block.
+			blocks[idx] = data[:n:n]
+		} else {
+			nb := make([]byte, max(len(old), within+n))
+			copy(nb, old)
+			copy(nb[within:], data[:n])
+			blocks[idx] = nb
+		}
 		data, off = data[n:], off+uint64(n)
 	}
 }

@@ -62,6 +62,20 @@ func (s *Store) HomeRead(ino, off uint64, n int) ([]byte, error) {
 	return out, nil
 }
 
+// HomeReadAt copies file ino's data from offset off into dest and returns
+// how many bytes it copied: fewer than len(dest) at the end of the file,
+// none past it. Holes read as zeros. It allocates nothing: the FUSE read
+// path hands it its own buffer.
+func (s *Store) HomeReadAt(ino, off uint64, dest []byte) (int, error) {
+	var n int
+	var err error
+	s.fsm.view(func(st *state) { n, err = st.home.readAt(ino, off, dest) })
+	if err != nil {
+		return 0, fmt.Errorf("home read %d: %w", ino, err)
+	}
+	return n, nil
+}
+
 // HomeReadlink returns symlink ino's target.
 func (s *Store) HomeReadlink(ino uint64) (string, error) {
 	in, err := s.HomeGetattr(ino)

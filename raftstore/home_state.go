@@ -194,8 +194,25 @@ func (h *homeState) readdir(ino uint64) ([]HomeDirent, error) {
 	return out, nil
 }
 
-// read copies up to n bytes of file ino from off; short at end of file.
+// read returns up to n bytes of file ino from off; short at end of file.
 func (h *homeState) read(ino, off uint64, n int) ([]byte, error) {
+	if n < 0 {
+		return nil, ErrInvalid
+	}
+	in, err := h.readable(ino)
+	if err != nil {
+		return nil, err
+	}
+	if off >= in.Size {
+		return []byte{}, nil
+	}
+	out := make([]byte, min(uint64(n), in.Size-off))
+	_, err = h.readAt(ino, off, out)
+	return out, err
+}
+
+// readable returns the regular file ino for reading.
+func (h *homeState) readable(ino uint64) (*HomeInode, error) {
 	in, ok := h.inodes[ino]
 	switch {
 	case !ok:
@@ -204,23 +221,32 @@ func (h *homeState) read(ino, off uint64, n int) ([]byte, error) {
 		return nil, ErrIsDir
 	case in.Type != HomeFile:
 		return nil, ErrInvalid
-	case n < 0:
-		return nil, ErrInvalid
+	}
+	return in, nil
+}
+
+// readAt copies file ino's bytes from off into dest; short at end of file.
+func (h *homeState) readAt(ino, off uint64, dest []byte) (int, error) {
+	in, err := h.readable(ino)
+	if err != nil {
+		return 0, err
 	}
 	if off >= in.Size {
-		return []byte{}, nil
+		return 0, nil
 	}
-	m := min(uint64(n), in.Size-off)
-	out := make([]byte, m)
+	m := min(uint64(len(dest)), in.Size-off)
 	blocks := h.blocks[ino]
 	for done := uint64(0); done < m; {
 		pos := off + done
 		idx, within := pos/HomeBlockSize, pos%HomeBlockSize
 		chunk := min(HomeBlockSize-within, m-done)
+		out := dest[done : done+chunk]
+		n := 0
 		if b := blocks[idx]; uint64(len(b)) > within {
-			copy(out[done:done+chunk], b[within:])
+			n = copy(out, b[within:])
 		}
+		clear(out[n:]) // a hole, or past the block's data: zeros
 		done += chunk
 	}
-	return out, nil
+	return int(m), nil
 }
