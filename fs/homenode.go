@@ -19,7 +19,7 @@ const maxBatch = 1 << 20
 // maxFlight bounds the full batches of one inode that are on their way
 // to the quorum at once. While they travel, the writer goes on filling the
 // next one, and the leader stores several in one log write (group
-// commit): measured on one node, 38 -> N MB/s.
+// commit): measured writing 256 MiB on one node, 35-38 -> 42-68 MB/s.
 const maxFlight = 8
 
 // homeFS is the state shared by the home's nodes on this machine.

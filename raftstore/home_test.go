@@ -160,6 +160,20 @@ func TestFSMHomeWriteTruncate(t *testing.T) {
 					t.Fatalf("%d blocks, want 4", len(s.home.blocks[4]))
 				}
 			}},
+		{name: "whole blocks kept, read into a used buffer", setup: homeTree(),
+			cmd: HomeWrite{Ino: 4, Extents: []HomeExtent{{Off: 2 * HomeBlockSize, Data: big[:HomeBlockSize+7]}}, Time: t1},
+			check: func(t *testing.T, s *state, _ applyResult) {
+				checkHome(t, s)
+				if b := s.home.blocks[4][2]; len(b) != HomeBlockSize || cap(b) != HomeBlockSize {
+					t.Fatalf("a whole block stored with len %d cap %d", len(b), cap(b))
+				}
+				dest := bytes.Repeat([]byte{0xff}, 3*HomeBlockSize+100)
+				n, err := s.home.readAt(4, 0, dest)
+				want := append(append([]byte("hello"), make([]byte, 2*HomeBlockSize-5)...), big[:HomeBlockSize+7]...)
+				if err != nil || n != len(want) || !bytes.Equal(dest[:n], want) {
+					t.Fatalf("readAt = %d, %v; content differs", n, err)
+				}
+			}},
 		{name: "sparse far", setup: homeTree(),
 			cmd: HomeWrite{Ino: 4, Extents: []HomeExtent{{Off: 10 * HomeBlockSize, Data: []byte("z")}}, Time: t1},
 			check: func(t *testing.T, s *state, _ applyResult) {
