@@ -40,6 +40,7 @@ demo: setup
 # Prints Markdown tables: each figure next to its baseline from the same run.
 bench: setup
 	bash integration/bench.sh
+	bash integration/bench-migrate.sh
 
 clean:
 	rm -rf bin

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,9 +51,33 @@ func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab 
 	needRoot(t)
 	c := &clusterLab{t: t, name: name, env: []string{"SSI_LAB_SUBNET=" + subnet}}
 	c.ssi("down")
-	t.Cleanup(func() { c.ssi("down") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logTails()
+		}
+		c.ssi("down")
+	})
 	c.must(append([]string{"up"}, up...)...)
 	return c
+}
+
+// logTails prints the end of every node's agent log, Raft's chatter
+// aside: what a failed test's reader needs first.
+func (c *clusterLab) logTails() {
+	logs, _ := filepath.Glob(filepath.Join("/var/lib/ssi-lab", c.name, "node*", "agent.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		var keep []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "component=raft") && line != "" {
+				keep = append(keep, line)
+			}
+		}
+		c.t.Logf("%s (last lines):\n%s", l, strings.Join(keep[max(0, len(keep)-25):], "\n"))
+	}
 }
 
 // with is c reporting to t (a subtest).
@@ -400,7 +426,12 @@ func TestVotersAndRemoval(t *testing.T) {
 		// Agents inherit the lab's environment.
 		"SSI_CLUSTER_REMOVE_AFTER=5s"}}
 	c.ssi("down")
-	t.Cleanup(func() { c.ssi("down") })
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logTails()
+		}
+		c.ssi("down")
+	})
 	c.must("up", "--nodes", "4")
 	four := []string{"node1", "node2", "node3", "node4"}
 	ns := c.agree("node2", four, 10*time.Second)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,7 @@ func newDebugCmd() *cobra.Command {
 		Use:   "debug",
 		Short: "By-hand tools for ssi's lower layers (checkpoint and restore)",
 	}
-	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd())
+	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd(), newDebugHogCmd())
 	return dbg
 }
 
@@ -201,5 +202,34 @@ func newDebugAdminCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "node (default: this one)")
+	return cmd
+}
+
+// newDebugHogCmd is a process of a known resident size, for benchmarks
+// of migration.
+func newDebugHogCmd() *cobra.Command {
+	var mib int
+	cmd := &cobra.Command{
+		Use:     "hog --mib N",
+		Short:   "Hold N MiB of touched memory and sleep (a process to migrate in benchmarks)",
+		Example: "  ssi run -d -- ssi debug hog --mib 256",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if mib <= 0 {
+				return errors.New("--mib must be positive")
+			}
+			buf := make([]byte, mib<<20)
+			// Distinct bytes on every page: nothing CRIU could skip.
+			for i := 0; i < len(buf); i += 512 {
+				buf[i] = byte(i>>9) | 1
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "holding %d MiB\n", mib)
+			for {
+				time.Sleep(time.Hour)
+				_ = buf[len(buf)-1]
+			}
+		},
+	}
+	cmd.Flags().IntVar(&mib, "mib", 16, "resident memory in MiB")
 	return cmd
 }

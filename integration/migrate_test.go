@@ -1,0 +1,402 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Helper programs the migration tests run as cluster processes: this
+// test binary again, chosen by SSI_ITEST_HELPER (see helperMain).
+func init() {
+	if h := os.Getenv("SSI_ITEST_HELPER"); h != "" {
+		os.Exit(helperMain(h, os.Args[1:]))
+	}
+}
+
+func helperMain(name string, args []string) int {
+	switch name {
+	case "mem":
+		// mem MiB FILE: fill MiB of memory with a pattern, then append
+		// "N ok" (or "N bad") to FILE every 100 ms after checking it.
+		mib, _ := strconv.Atoi(args[0])
+		buf := make([]byte, mib<<20)
+		for i := range buf {
+			buf[i] = byte(i*7 + i>>12)
+		}
+		f, err := os.OpenFile(args[1], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return 1
+		}
+		for n := 1; ; n++ {
+			state := "ok"
+			for i := 0; i < len(buf); i += 4093 {
+				if buf[i] != byte(i*7+i>>12) {
+					state = "bad"
+				}
+			}
+			fmt.Fprintf(f, "%d %s\n", n, state)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return 2
+}
+
+// countsInOrder reports whether lines are "1".."n" (first field), each
+// once and in order, and returns n.
+func countsInOrder(text string) (int, bool) {
+	n := 0
+	if strings.TrimSpace(text) == "" {
+		return 0, true
+	}
+	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			return n, false
+		}
+		v, err := strconv.Atoi(f[0])
+		if err != nil || v != n+1 {
+			return n, false
+		}
+		n = v
+	}
+	return n, true
+}
+
+type migLab struct {
+	*clusterLab
+	dir string // scripts, shared by every node (the host's file system)
+}
+
+func (m *migLab) where(node, cpid string) string {
+	r := m.ssi("exec", node, "--", "cat", "/cluster/proc/"+cpid+"/where")
+	return strings.TrimSpace(r.out)
+}
+
+// waitGrows waits until the file in /cluster/home holds more than n
+// counted lines, in order, and returns the new count.
+func (m *migLab) waitGrows(t *testing.T, node, file string, n int) int {
+	t.Helper()
+	var got int
+	eventually(t, fmt.Sprintf("%s to grow past %d lines on %s", file, n, node), 20*time.Second, func() bool {
+		r := m.ssi("exec", node, "--", "cat", "/cluster/home/"+file)
+		c, ok := countsInOrder(r.out)
+		if !ok {
+			t.Fatalf("%s on %s is not 1..n in order:\n%s", file, node, r.out)
+		}
+		got = c
+		return c > n
+	})
+	return got
+}
+
+func (m *migLab) script(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(m.dir, name)
+	if err := os.WriteFile(p, []byte("#!/bin/bash\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (m *migLab) runDetached(t *testing.T, node string, argv ...string) string {
+	t.Helper()
+	out := m.must(append([]string{"exec", node, "--", ssiBin, "run", "-d", "--"}, argv...)...)
+	cpid := strings.TrimSpace(out)
+	if _, err := strconv.Atoi(cpid); err != nil {
+		t.Fatalf("ssi run -d printed %q", out)
+	}
+	return cpid
+}
+
+// TestMigration: real CRIU moves of real processes between the nodes of
+// a 3-node lab.
+func TestMigration(t *testing.T) {
+	c := newClusterLab(t, "itmig", "10.213.23.0/24", "--nodes", "3")
+	c.agree("node1", three, 10*time.Second)
+	m := &migLab{clusterLab: c, dir: t.TempDir()}
+	if err := os.Chmod(m.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("counter hops node1 node2 node3 home", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		counter := m.script(t, "counter.sh",
+			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/hops.txt; sleep 0.1; done\n")
+		cpid := m.runDetached(t, "node1", counter)
+		n := m.waitGrows(t, "node1", "hops.txt", 3)
+		for _, hop := range []struct{ from, target, want string }{
+			{"node3", "node2", "node2"}, {"node1", "node3", "node3"}, {"node2", "home", "node1"},
+		} {
+			m.must("exec", hop.from, "--", "sh", "-c", "echo "+hop.target+" > /cluster/proc/"+cpid+"/where")
+			for _, node := range three {
+				if got := m.where(node, cpid); got != hop.want {
+					t.Fatalf("after moving to %s, where on %s reads %q", hop.target, node, got)
+				}
+			}
+			// It goes on counting from where it was: a restart would
+			// write 1 again and break the order.
+			n = m.waitGrows(t, hop.want, "hops.txt", n+3)
+		}
+		if got := strings.TrimSpace(m.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/nmigs")); got != "3" {
+			t.Fatalf("nmigs: %q, want 3", got)
+		}
+		var moves []struct {
+			CPID      int   `json:"cpid"`
+			Committed bool  `json:"committed"`
+			Frozen    int64 `json:"frozen"`
+			Bytes     int64 `json:"bytes"`
+		}
+		if !m.on("node3", &moves, "migrations", "--json") {
+			t.Fatal("ssi migrations --json failed")
+		}
+		done := 0
+		for _, mv := range moves {
+			if strconv.Itoa(mv.CPID) == cpid && mv.Committed && mv.Frozen > 0 && mv.Bytes > 0 {
+				done++
+			}
+		}
+		if done != 3 {
+			t.Fatalf("ssi migrations lists %d committed moves of %s with times and bytes, want 3: %+v", done, cpid, moves)
+		}
+		m.must("exec", "node3", "--", ssiBin, "kill", "-s", "KILL", cpid)
+		r := m.ssi("exec", "node2", "--", ssiBin, "wait", cpid)
+		if r.code != 128+9 {
+			t.Fatalf("ssi wait after kill -9: exit %d (%s)", r.code, r.err)
+		}
+		final := m.must("exec", "node2", "--", "cat", "/cluster/home/hops.txt")
+		if _, ok := countsInOrder(final); !ok {
+			t.Fatalf("hops.txt is not 1..n in order:\n%s", final)
+		}
+	})
+
+	t.Run("attached stdio follows the process", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		echo := m.script(t, "echo.sh", "while read -r l; do echo \"got $l\"; done\nexit 7\n")
+		cmd := exec.Command(ssiBin, m.args("exec", "node1", "--", ssiBin, "run", "--", echo)...)
+		cmd.Env = append(os.Environ(), m.env...)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer stop(cmd)
+		lines := bufio.NewReader(stdout)
+		next := 0
+		exchange := func(k int) {
+			for i := 0; i < k; i++ {
+				next++
+				fmt.Fprintf(stdin, "line %d\n", next)
+				got, err := lines.ReadString('\n')
+				if err != nil || got != fmt.Sprintf("got line %d\n", next) {
+					t.Fatalf("reply to line %d: %q %v (stderr %s)", next, got, err, stderr.String())
+				}
+			}
+		}
+		exchange(3)
+		cpid := m.cpidOf(t, "echo.sh")
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
+		// Lines sent while it is away are not lost either.
+		fmt.Fprintf(stdin, "line %d\n", next+1)
+		m.must("exec", "node3", "--", ssiBin, "migrate", cpid, "node3")
+		got, err := lines.ReadString('\n')
+		next++
+		if err != nil || got != fmt.Sprintf("got line %d\n", next) {
+			t.Fatalf("reply to line %d sent during the moves: %q %v", next, got, err)
+		}
+		exchange(3)
+		stdin.Close()
+		rest, _ := io.ReadAll(lines)
+		if len(rest) != 0 {
+			t.Fatalf("extra output: %q", rest)
+		}
+		err = cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+			t.Fatalf("ssi run exit: %v, want 7 (stderr %s)", err, stderr.String())
+		}
+	})
+
+	t.Run("a tree with a pipe and a daemon move", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		tree := m.script(t, "tree.sh",
+			"(i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done) | "+
+				"(while read -r l; do echo $l >> /cluster/home/tree.txt; done)\n")
+		cpid := m.runDetached(t, "node2", tree)
+		n := m.waitGrows(t, "node2", "tree.txt", 3)
+		m.must("exec", "node2", "--", ssiBin, "migrate", cpid, "node1")
+		m.waitGrows(t, "node1", "tree.txt", n+3)
+
+		daemon := m.script(t, "daemon.sh",
+			"setsid bash -c 'i=0; while :; do i=$((i+1)); echo $i >> /cluster/home/daemon.txt; sleep 0.1; done' "+
+				"</dev/null >/dev/null 2>&1 &\nexit 0\n")
+		dcpid := m.runDetached(t, "node3", daemon)
+		n = m.waitGrows(t, "node3", "daemon.txt", 3)
+		// Its first process has exited; the job is still a cluster process.
+		if got := m.where("node1", dcpid); got != "node3" {
+			t.Fatalf("the daemon's where on node1: %q", got)
+		}
+		m.must("exec", "node1", "--", "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")
+		m.waitGrows(t, "node2", "daemon.txt", n+3)
+		m.must("exec", "node1", "--", ssiBin, "kill", "--all", cpid)
+		m.must("exec", "node1", "--", ssiBin, "kill", dcpid)
+		// The tree's leader dies of the TERM; the daemon's leader had
+		// exited 0 long before its child got the TERM.
+		for p, want := range map[string]int{cpid: 128 + 15, dcpid: 0} {
+			if r := m.ssi("exec", "node3", "--", ssiBin, "wait", p); r.code != want {
+				t.Fatalf("ssi wait %s: exit %d, want %d (%s)", p, r.code, want, r.err)
+			}
+		}
+	})
+
+	t.Run("bad requests harm nothing", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		counter := m.script(t, "counter2.sh",
+			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/bad.txt; sleep 0.1; done\n")
+		cpid := m.runDetached(t, "node1", counter)
+		n := m.waitGrows(t, "node1", "bad.txt", 2)
+		// write returns what bash says of a write to where ("" if none).
+		write := func(node, value string, asUser bool) string {
+			argv := []string{"exec", node, "--"}
+			if asUser {
+				argv = append(argv, "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups")
+			}
+			r := m.ssi(append(argv, "bash", "-c", `printf "%s" "$1" > /cluster/proc/`+cpid+`/where`, "-", value)...)
+			if r.code == 0 {
+				return ""
+			}
+			_, msg, _ := strings.Cut(strings.TrimSpace(r.err), "write error: ")
+			return msg
+		}
+		for _, tc := range []struct {
+			value, want string
+			user        bool
+		}{
+			{"\x01garbage\n", "Invalid argument", false},
+			{"node9\n", "Invalid argument", false},
+			{"node1\n", "Invalid argument", false},
+			{"node2\n", "Operation not permitted", true},
+		} {
+			if got := write("node3", tc.value, tc.user); got != tc.want {
+				t.Fatalf("writing %q to where: %q, want %q", tc.value, got, tc.want)
+			}
+		}
+		if r := m.ssi("exec", "node2", "--", ssiBin, "migrate", cpid, "node9"); r.code == 0 || !strings.Contains(r.err, "node9") {
+			t.Fatalf("ssi migrate to node9: %d %q", r.code, r.err)
+		}
+		m.must("kill", "node3")
+		eventually(t, "node3 to be down", 20*time.Second, func() bool {
+			ns, ok := m.nodes("node1")
+			for _, n := range ns {
+				if n.Name == "node3" {
+					return ok && n.State == "down"
+				}
+			}
+			return false
+		})
+		if got := write("node2", "node3", false); got != "No route to host" {
+			t.Fatalf("moving to a down node: %q", got)
+		}
+		m.must("start", "node3")
+		if got := m.where("node2", cpid); got != "node1" {
+			t.Fatalf("after bad requests it is on %q", got)
+		}
+		m.waitGrows(t, "node1", "bad.txt", n+3)
+		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
+	})
+
+	t.Run("destination dies mid-move", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		c.agree("node1", three, 30*time.Second)
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := m.must("exec", "node1", "--", "env", "SSI_ITEST_HELPER=mem", ssiBin, "run", "-d", "--",
+			self, "256", "/cluster/home/mem.txt")
+		cpid := strings.TrimSpace(out)
+		n := m.waitGrows(t, "node1", "mem.txt", 2)
+		var mig result
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			mig = ssi(t, m.env, m.args("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")...)
+		}()
+		eventually(t, "the move to begin", 20*time.Second, func() bool {
+			r := m.ssi("exec", "node1", "--", "cat", "/cluster/proc/"+cpid+"/status")
+			return strings.Contains(r.out, "State:\tmigrating")
+		})
+		m.must("kill", "node2")
+		<-done
+		if mig.code == 0 {
+			t.Fatalf("the move succeeded although its destination died: %s", mig.out)
+		}
+		if got := m.where("node3", cpid); got != "node1" {
+			t.Fatalf("after the failed move, where reads %q", got)
+		}
+		// It runs on, memory intact.
+		n = m.waitGrows(t, "node1", "mem.txt", n+5)
+		text := m.must("exec", "node1", "--", "cat", "/cluster/home/mem.txt")
+		if strings.Contains(text, "bad") {
+			t.Fatalf("memory changed by the failed move:\n%s", text)
+		}
+		// One copy, on node1: the host sees every node's processes.
+		pg, _ := exec.Command("pgrep", "-f", "-c", "^"+regexpQuote(self)+" 256 ").Output()
+		if strings.TrimSpace(string(pg)) != "1" {
+			t.Fatalf("%s copies of the process run", strings.TrimSpace(string(pg)))
+		}
+		m.must("start", "node2")
+		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
+		_ = n
+	})
+}
+
+// cpidOf finds the cpid of the process whose command line mentions name.
+func (m *migLab) cpidOf(t *testing.T, name string) string {
+	t.Helper()
+	var cpid string
+	eventually(t, "the process to be listed", 10*time.Second, func() bool {
+		var ps []struct {
+			CPID int      `json:"cpid"`
+			Argv []string `json:"argv"`
+		}
+		r := m.ssi("exec", "node1", "--", ssiBin, "ps", "--json")
+		if r.code != 0 || json.Unmarshal([]byte(r.out), &ps) != nil {
+			return false
+		}
+		for _, p := range ps {
+			if strings.Contains(strings.Join(p.Argv, " "), name) {
+				cpid = strconv.Itoa(p.CPID)
+				return true
+			}
+		}
+		return false
+	})
+	return cpid
+}
+
+func regexpQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
