@@ -19,9 +19,8 @@ hog() {
   local cpid
   cpid=$(in1 "$SSI" run -d -- "$SSI" debug hog --mib "$1")
   for _ in $(seq 1 600); do
-    rss=$(in1 "$SSI" ps --json | python3 -c "import json,sys
-print(next((p['rss'] for p in json.load(sys.stdin) if p['cpid']==$cpid), 0))" 2>/dev/null || echo 0)
-    [ "$rss" -ge $(( $1 * 1024 * 1024 )) ] && break
+    rss=$(in1 cat "/cluster/proc/$cpid/status" 2>/dev/null | awk '/^VmRSS:/ { print $2 }')
+    [ "${rss:-0}" -ge $(( $1 * 1024 )) ] && break
     sleep 0.1
   done
   echo "$cpid"
@@ -45,8 +44,8 @@ for mib in $SIZES; do
   kill -9 "$rpid" 2>/dev/null || true
   cpid=$(hog "$mib")
   read -r m0 m1 < <(in1 bash -c 't0=$(date +%s%N); "$0" migrate "$1" node2 >/dev/null; echo $t0 $(date +%s%N)' "$SSI" "$cpid")
-  frozen=$(in1 "$SSI" migrations --json | python3 -c "import json,sys
-m=[r for r in json.load(sys.stdin) if r['cpid']==$cpid][-1]; print(round(m['frozen']/1e6))")
+  frozen=$(in1 "$SSI" migrations --json | tr -d ' \n' | grep -o "\"cpid\":$cpid,[^}]*" | tail -1 |
+    sed -n 's/.*"frozen":\([0-9]*\).*/\1/p' | awk '{ printf "%.0f", $1 / 1e6 }')
   in1 "$SSI" kill -s KILL "$cpid" >/dev/null || true
   floor=$(ms "$t0" "$t2"); total=$(ms "$m0" "$m1")
   echo "| $mib | $(ms "$t0" "$t1") | $(ms "$t1" "$t2") | $floor | $frozen | $total | $(awk -v a="$total" -v b="$floor" 'BEGIN { printf "%.2fx", a / b }') |"
