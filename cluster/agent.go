@@ -92,7 +92,8 @@ type Agent struct {
 	store *raftstore.Store
 	peers *http.Client
 
-	criu *migrate.Client
+	criu    *migrate.Client
+	metrics *metrics
 	// Cluster processes running here, attached callers' sessions (this
 	// node is their home) and why each one's last migration failed.
 	jobsMu      sync.Mutex
@@ -126,6 +127,7 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 		advertise: net.JoinHostPort(ip, strconv.Itoa(cfg.Port)), telemetry: NewTelemetry(),
 		jobs: map[int]*job{}, sessions: map[int]*session{}, lastFailure: map[int]string{}}
 	a.criu = migrate.New(cfg.CRIU, log.With("component", "criu"))
+	a.metrics = newMetrics()
 	return a, nil
 }
 

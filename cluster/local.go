@@ -30,6 +30,7 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("POST /v1/kill", a.handleKill)
 	m.HandleFunc("GET /v1/wait", a.handleWait)
 	m.HandleFunc("GET /v1/migrations", a.handleMoves)
+	m.Handle("GET /metrics", a.metrics.handler())
 	m.HandleFunc("POST /v1/debug/raftbench", rootOnly(a.handleRaftBench))
 	// Profiles, for measuring before optimising (root only).
 	m.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))

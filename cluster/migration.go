@@ -244,6 +244,7 @@ func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error)
 	}
 	m := &moveOut{a: a, j: j, id: id, to: to, addr: n.Addr, start: start}
 	committed, err := m.run(ctx)
+	a.metrics.moved(committed, m.frozen, time.Since(start), m.bytes)
 	if committed {
 		a.log.Info("migrated", "cpid", cpid, "to", to, "frozen", m.frozen, "total", time.Since(start),
 			"bytes", m.bytes)

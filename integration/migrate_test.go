@@ -2,9 +2,12 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,6 +169,20 @@ func TestMigration(t *testing.T) {
 		}
 		if done != 3 {
 			t.Fatalf("ssi migrations lists %d committed moves of %s with times and bytes, want 3: %+v", done, cpid, moves)
+		}
+		// Each node was the source of one move: its metrics say so.
+		hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join("/var/lib/ssi-lab", c.name, "node2", "run", "agent.sock"))
+		}}}
+		resp, err := hc.Get("http://agent/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `ssi_migrations_total{outcome="committed"} 1`) ||
+			!strings.Contains(string(body), "ssi_migration_frozen_seconds_count 1") {
+			t.Fatalf("node2's metrics lack its move:\n%s", body)
 		}
 		m.must("exec", "node3", "--", ssiBin, "kill", "-s", "KILL", cpid)
 		r := m.ssi("exec", "node2", "--", ssiBin, "wait", cpid)
