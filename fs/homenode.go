@@ -257,6 +257,14 @@ func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if err != nil {
 		return nil, errno(err)
 	}
+	// The kernel takes the size from a lookup too, and an O_APPEND write
+	// lands where that size says: writes buffered here must count first.
+	if err := n.fs.commit(ctx, a.Ino); err != nil {
+		return nil, errno(err)
+	}
+	if a, err = n.fs.h.Getattr(a.Ino); err != nil {
+		return nil, errno(err)
+	}
 	return n.child(ctx, a, out), 0
 }
 
