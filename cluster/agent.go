@@ -207,7 +207,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Registration needs a leader, hence a quorum: members restarting one
 	// by one must not wait for it before the next one starts.
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); a.adminLoop(ctx) }()
 	go func() { defer wg.Done(); a.announce(ctx, formed) }()
 	go func() { defer wg.Done(); a.telemetryLoop(ctx) }()
 	go func() { defer wg.Done(); a.leaderLoop(ctx) }()

@@ -337,6 +337,42 @@ func TestMigration(t *testing.T) {
 		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
 	})
 
+	t.Run("admin switches", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		c.agree("node1", three, 30*time.Second)
+		counter := m.script(t, "counter3.sh",
+			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/admin.txt; sleep 0.1; done\n")
+		cpid := m.runDetached(t, "node1", counter)
+		m.waitGrows(t, "node1", "admin.txt", 2)
+		admin := func(node, sw, v string) {
+			m.must("exec", node, "--", "sh", "-c", "echo "+v+" > /cluster/admin/"+sw)
+		}
+		// block: node2 takes no arrivals.
+		admin("node2", "block", "1")
+		eventually(t, "node1 to see node2 blocking", 10*time.Second, func() bool {
+			ns, ok := m.nodes("node1")
+			return ok && len(ns) == 3 && ns[1].Admin["block"]
+		})
+		r := m.ssi("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
+		if r.code == 0 || !strings.Contains(r.err, "block") {
+			t.Fatalf("moving to a blocking node: %d %q", r.code, r.err)
+		}
+		admin("node2", "block", "0")
+		// expel: node3 sends its guest home.
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node3")
+		admin("node3", "expel", "1")
+		eventually(t, "node3 to expel the process to node1", 30*time.Second, func() bool { return m.where("node2", cpid) == "node1" })
+		admin("node3", "expel", "0")
+		// bring: node1 calls its process back from node2.
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
+		admin("node1", "bring", "1")
+		eventually(t, "node1 to bring the process home", 30*time.Second, func() bool { return m.where("node3", cpid) == "node1" })
+		admin("node1", "bring", "0")
+		n := m.waitGrows(t, "node1", "admin.txt", 2)
+		m.waitGrows(t, "node1", "admin.txt", n+2)
+		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
+	})
+
 	t.Run("destination dies mid-move", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
 		c.agree("node1", three, 30*time.Second)
