@@ -41,7 +41,7 @@ func toAttr(i raftstore.HomeInode) fs.HomeAttr {
 		k = fs.HomeSymlink
 	}
 	return fs.HomeAttr{Ino: i.Ino, Kind: k, Mode: i.Mode, UID: i.UID, GID: i.GID, Size: i.Size,
-		Nlink: i.Nlink, Atime: i.Atime, Mtime: i.Mtime, Ctime: i.Ctime}
+		Nlink: i.Nlink, Atime: i.Atime, Mtime: i.Mtime, Ctime: i.Ctime, Version: i.Version}
 }
 
 func fromKind(k fs.HomeKind) raftstore.HomeFileType {
@@ -235,6 +235,9 @@ func (h homeBackend) Rename(ctx context.Context, oldParent uint64, oldName strin
 		NewParent: newParent, NewName: newName, Time: time.Now()})
 	return err
 }
+
+// Node is this agent's node name.
+func (h homeBackend) Node() string { return h.a.cfg.NodeName }
 
 // homeError maps the store's errors to the file system's.
 func homeError(err error) error {

@@ -33,6 +33,10 @@ type Home interface {
 	Unlink(ctx context.Context, parent uint64, name string) error
 	Rmdir(ctx context.Context, parent uint64, name string) error
 	Rename(ctx context.Context, oldParent uint64, oldName string, newParent uint64, newName string) error
+	// Node names this node: it tags the files this node keeps for their
+	// holders after an unlink (see homeFS), so that its next start can
+	// remove what a crash left.
+	Node() string
 }
 
 // HomeKind is a home inode's type.
@@ -54,6 +58,9 @@ type HomeAttr struct {
 	Size                uint64
 	Nlink               uint32
 	Atime, Mtime, Ctime time.Time
+	// Version changes with every change of a file's data: the kernel
+	// keeps its cached pages across an open only while it is the same.
+	Version uint64
 }
 
 // HomeEntry is one directory entry.

@@ -2,8 +2,12 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -28,6 +32,19 @@ type homeFS struct {
 
 	mu      sync.Mutex // protects pending
 	pending map[uint64]*batch
+
+	// orphanMu serialises moving a file to the orphans with the release
+	// of its last handle, so that the release finds it there.
+	orphanMu sync.Mutex
+	omu      sync.Mutex        // protects opens, orphans and cached
+	opens    map[uint64]int    // open handles per inode on this node
+	orphans  map[uint64]string // unlinked while open here: name in orphanDir
+	cached   map[uint64]uint64 // data version the kernel's page cache holds
+}
+
+func newHomeFS(h Home) *homeFS {
+	return &homeFS{h: h, pending: map[uint64]*batch{}, opens: map[uint64]int{},
+		orphans: map[uint64]string{}, cached: map[uint64]uint64{}}
 }
 
 // batch is data written to one inode and not yet acknowledged. A full
@@ -253,6 +270,9 @@ func caller(ctx context.Context) (uid, gid uint32) {
 }
 
 func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hidden(name) {
+		return nil, syscall.ENOENT
+	}
 	a, err := n.fs.h.Lookup(n.ino, name)
 	if err != nil {
 		return nil, errno(err)
@@ -277,6 +297,9 @@ func (n *homeNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 		return errno(err)
 	}
 	fillAttr(a, &out.Attr)
+	if n.fs.orphaned(n.ino) {
+		out.Nlink = 0 // unlinked, still open here
+	}
 	out.SetTimeout(0)
 	return 0
 }
@@ -318,12 +341,18 @@ func (n *homeNode) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	out := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
+		if n.hidden(e.Name) {
+			continue
+		}
 		out = append(out, fuse.DirEntry{Name: e.Name, Ino: inoHomeBase | e.Ino, Mode: kindMode(e.Kind)})
 	}
 	return gofs.NewListDirStream(out), 0
 }
 
 func (n *homeNode) create(ctx context.Context, name string, kind HomeKind, mode uint32, target string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hidden(name) {
+		return nil, syscall.EPERM
+	}
 	uid, gid := caller(ctx)
 	a, err := n.fs.h.Create(ctx, n.ino, name, kind, mode&0o7777, uid, gid, target)
 	if err != nil {
@@ -341,7 +370,9 @@ func (n *homeNode) Create(ctx context.Context, name string, _ uint32, mode uint3
 	if e != 0 {
 		return nil, nil, 0, e
 	}
-	return in, nil, 0, 0
+	ino := in.StableAttr().Ino &^ inoHomeBase
+	n.fs.opened(ino)
+	return in, &homeHandle{ino: ino}, 0, 0
 }
 
 func (n *homeNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -352,6 +383,9 @@ func (n *homeNode) Link(ctx context.Context, target gofs.InodeEmbedder, name str
 	t, ok := target.(*homeNode)
 	if !ok {
 		return nil, syscall.EXDEV
+	}
+	if n.hidden(name) {
+		return nil, syscall.EPERM
 	}
 	a, err := n.fs.h.Link(ctx, t.ino, n.ino, name)
 	if err != nil {
@@ -368,11 +402,26 @@ func (n *homeNode) Readlink(context.Context) ([]byte, syscall.Errno) {
 	return []byte(t), 0
 }
 
+// Unlink of a file's last link while this node holds it open moves it to
+// the hidden orphan directory instead, where it stays until the last
+// handle on this node is released: its holders go on reading and writing
+// it, as on a local file system.
 func (n *homeNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.hidden(name) {
+		return syscall.EPERM
+	}
+	if a, err := n.fs.h.Lookup(n.ino, name); err == nil && a.Kind == HomeFile && a.Nlink == 1 {
+		if moved, err := n.fs.orphan(ctx, n.ino, name, a.Ino); moved || err != nil {
+			return errno(err)
+		}
+	}
 	return errno(n.fs.h.Unlink(ctx, n.ino, name))
 }
 
 func (n *homeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.hidden(name) {
+		return syscall.EPERM
+	}
 	return errno(n.fs.h.Rmdir(ctx, n.ino, name))
 }
 
@@ -384,17 +433,26 @@ func (n *homeNode) Rename(ctx context.Context, name string, newParent gofs.Inode
 	if flags != 0 {
 		return syscall.EINVAL // RENAME_EXCHANGE / NOREPLACE: not supported
 	}
+	if n.hidden(name) || np.hidden(newName) {
+		return syscall.EPERM
+	}
 	return errno(n.fs.h.Rename(ctx, n.ino, name, np.ino, newName))
 }
 
 // Open waits until this replica holds everything committed before it:
 // a file closed on node1 and then opened on node2 shows node1's data.
-// The kernel drops its cached pages of the file at every open.
+// The kernel keeps its cached pages of the file only if the data did not
+// change since it cached them (the same Version); otherwise it drops them.
 func (n *homeNode) Open(ctx context.Context, _ uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return nil, 0, errno(err)
 	}
-	return nil, 0, 0
+	a, err := n.fs.h.Getattr(n.ino)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	n.fs.opened(n.ino)
+	return &homeHandle{ino: n.ino}, n.fs.cacheFlags(n.ino, a.Version), 0
 }
 
 func (n *homeNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -427,7 +485,9 @@ func (n *homeNode) Fsync(ctx context.Context, _ gofs.FileHandle, _ uint32) sysca
 }
 
 func (n *homeNode) Release(ctx context.Context, _ gofs.FileHandle) syscall.Errno {
-	return errno(n.fs.commit(ctx, n.ino))
+	err := n.fs.commit(ctx, n.ino)
+	n.fs.released(context.WithoutCancel(ctx), n.ino)
+	return errno(err)
 }
 
 func (n *homeNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -448,4 +508,150 @@ func (n *homeNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno 
 	out.Ffree = 1 << 20
 	out.NameLen = 255
 	return 0
+}
+
+// homeHandle is an open file. The node's methods do the work; the handle
+// exists so that go-fuse calls Release for every open (it does not for
+// an open without a handle), which counts this node's holders.
+type homeHandle struct{ ino uint64 }
+
+// orphanDir is the root's hidden directory where a file unlinked while
+// open on this node waits for its last release (NFS's "silly rename",
+// out of sight): named NODE.INO, so that NODE's next start removes what a
+// crash left behind.
+const orphanDir = ".ssi-orphans"
+
+// hidden reports a name that only homeFS itself uses.
+func (n *homeNode) hidden(name string) bool { return n.ino == 1 && name == orphanDir }
+
+func (f *homeFS) opened(ino uint64) {
+	f.omu.Lock()
+	defer f.omu.Unlock()
+	f.opens[ino]++
+}
+
+func (f *homeFS) orphaned(ino uint64) bool {
+	f.omu.Lock()
+	defer f.omu.Unlock()
+	_, ok := f.orphans[ino]
+	return ok
+}
+
+// cacheFlags answers an open of ino whose data is at version v: keep the
+// kernel's cached pages if they are of v, else let it drop them.
+func (f *homeFS) cacheFlags(ino, v uint64) uint32 {
+	f.omu.Lock()
+	defer f.omu.Unlock()
+	if old, ok := f.cached[ino]; ok && old == v {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	f.cached[ino] = v
+	return 0
+}
+
+// orphan moves file ino, called name in parent, to the orphans if this
+// node holds it open; moved reports whether it did.
+func (f *homeFS) orphan(ctx context.Context, parent uint64, name string, ino uint64) (moved bool, err error) {
+	f.orphanMu.Lock()
+	defer f.orphanMu.Unlock()
+	f.omu.Lock()
+	open := f.opens[ino] > 0
+	f.omu.Unlock()
+	if !open {
+		return false, nil
+	}
+	dir, err := f.orphanDir(ctx)
+	if err != nil {
+		return false, err
+	}
+	// Marked first, so that no sweep takes it for a crash's leftover.
+	oname := fmt.Sprintf("%s.%d", f.h.Node(), ino)
+	f.omu.Lock()
+	f.orphans[ino] = oname
+	f.omu.Unlock()
+	if err := f.h.Rename(ctx, parent, name, dir, oname); err != nil {
+		f.omu.Lock()
+		delete(f.orphans, ino)
+		f.omu.Unlock()
+		return false, err
+	}
+	return true, nil
+}
+
+// released forgets a handle of ino; the last one of an orphan removes it.
+func (f *homeFS) released(ctx context.Context, ino uint64) {
+	f.orphanMu.Lock()
+	defer f.orphanMu.Unlock()
+	f.omu.Lock()
+	f.opens[ino]--
+	oname, orphan := f.orphans[ino]
+	last := f.opens[ino] <= 0
+	if last {
+		delete(f.opens, ino)
+		delete(f.orphans, ino)
+	}
+	f.omu.Unlock()
+	if !last || !orphan {
+		return
+	}
+	f.mu.Lock()
+	delete(f.pending, ino)
+	f.mu.Unlock()
+	if dir, err := f.h.Lookup(1, orphanDir); err == nil {
+		_ = f.h.Unlink(ctx, dir.Ino, oname) // on failure, the next start removes it
+	}
+}
+
+// orphanDir returns the orphan directory's inode, making it if needed.
+func (f *homeFS) orphanDir(ctx context.Context) (uint64, error) {
+	a, err := f.h.Lookup(1, orphanDir)
+	if err == nil {
+		return a.Ino, nil
+	}
+	a, err = f.h.Create(ctx, 1, orphanDir, HomeDir, 0o700, 0, 0, "")
+	if errors.Is(err, ErrExists) {
+		a, err = f.h.Lookup(1, orphanDir)
+	}
+	return a.Ino, err
+}
+
+// sweepOrphans removes, every sweepEvery until done, the orphans tagged
+// with this node that it does not hold: what a crash of this node left.
+// It goes on after the first sweep because this replica may not yet hold
+// the whole tree when the mount starts.
+func (f *homeFS) sweepOrphans(done <-chan struct{}) {
+	prefix := f.h.Node() + "."
+	for {
+		f.sweepOnce(prefix)
+		select {
+		case <-done:
+			return
+		case <-time.After(sweepEvery):
+		}
+	}
+}
+
+// sweepEvery is how often a node looks for its stale orphans: a lookup in
+// the local replica when there are none.
+const sweepEvery = 10 * time.Second
+
+func (f *homeFS) sweepOnce(prefix string) {
+	dir, err := f.h.Lookup(1, orphanDir)
+	if err != nil {
+		return
+	}
+	ents, err := f.h.Readdir(dir.Ino)
+	if err != nil {
+		return
+	}
+	f.orphanMu.Lock()
+	defer f.orphanMu.Unlock()
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name, prefix) || f.orphaned(e.Ino) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_ = f.h.Unlink(ctx, dir.Ino, e.Name) // else the next sweep tries again
+		cancel()
+	}
 }

@@ -41,6 +41,7 @@ func (o *Options) logf(format string, args ...any) {
 type Mounted struct {
 	srv        *fuse.Server
 	mountpoint string
+	done       chan struct{} // closed by Unmount: stops background work
 }
 
 // Mount serves v at o.Mountpoint. A mount left there by an agent that
@@ -65,7 +66,7 @@ func Mount(v View, o Options) (*Mounted, error) {
 		}
 		root.homePath = lb
 	case o.Home != nil:
-		root.home = &homeFS{h: o.Home, pending: map[uint64]*batch{}}
+		root.home = newHomeFS(o.Home)
 	}
 	attr, entry := o.AttrTimeout, o.EntryTimeout
 	srv, err := gofs.Mount(o.Mountpoint, root, &gofs.Options{
@@ -93,13 +94,22 @@ func Mount(v View, o Options) (*Mounted, error) {
 	if err := setReadAhead(o.Mountpoint, readAheadKB); err != nil {
 		o.logf("read-ahead of %s stays at the kernel's default: %v", o.Mountpoint, err)
 	}
-	return &Mounted{srv: srv, mountpoint: o.Mountpoint}, nil
+	m := &Mounted{srv: srv, mountpoint: o.Mountpoint, done: make(chan struct{})}
+	if root.home != nil {
+		go root.home.sweepOrphans(m.done)
+	}
+	return m, nil
 }
 
 // Unmount detaches the file system and waits (briefly) for its server to
 // stop. A mount kept busy is detached lazily, so that a shell whose cwd is
 // inside does not keep the agent from stopping.
 func (m *Mounted) Unmount() error {
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
 	err := m.srv.Unmount()
 	if err != nil {
 		// Busy (a shell's cwd is inside): detach it from the tree; the

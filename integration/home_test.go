@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,4 +205,145 @@ func TestHomePathBackend(t *testing.T) {
 	if err := syscall.Stat(filepath.Join(shared, "u"), &st); err != nil || st.Uid != 1000 {
 		t.Fatalf("a user's file in the shared directory: uid %d, %v", st.Uid, err)
 	}
+}
+
+// TestHomeOpenFiles: a file unlinked while open stays readable and
+// writable for its holder and its space comes back at the last close;
+// mmap reads and shared writes reach other nodes; the kernel's cached
+// pages never hide another node's change; file locks exclude on a node.
+func TestHomeOpenFiles(t *testing.T) {
+	c := newClusterLab(t, "ithopen", "10.213.41.0/24", "--nodes", "3")
+	c.agree("node1", three, 5*time.Second)
+	freeBlocks := func(node string) string {
+		return strings.TrimSpace(c.must("exec", node, "--", "stat", "-f", "-c", "%f", "/cluster/home"))
+	}
+
+	t.Run("unlinked while open", func(t *testing.T) {
+		c := c.with(t)
+		before := freeBlocks("node2")
+		script := `set -e; cd /cluster/home
+			head -c 1048576 /dev/urandom > u; sum=$(sha256sum < u)
+			exec 3< u 4>> u; rm u
+			[ ! -e u ] || { echo "u still there"; exit 1; }
+			[ "$(sha256sum <&3)" = "$sum" ] || { echo "content changed"; exit 1; }
+			echo tail >&4
+			stat -L -c '%h %s' /proc/self/fd/3
+			tail -c 5 /proc/self/fd/3
+			ls -A`
+		out := c.must("exec", "node1", "--", "bash", "-c", script)
+		if want := "0 1048581\ntail\n"; out != want {
+			t.Fatalf("the holder saw %q, want %q (nothing listed in the directory)", out, want)
+		}
+		if got := c.must("exec", "node2", "--", "ls", "-A", "/cluster/home"); got != "" {
+			t.Fatalf("node2 lists %q", got)
+		}
+		// The holder's shell has exited: its last release frees the space
+		// (RELEASE reaches the agent after close returns).
+		eventually(t, "the unlinked file's space to come back", 20*time.Second, func() bool {
+			return freeBlocks("node2") == before
+		})
+		// A node that crashes while holding one removes it when it
+		// starts again.
+		c.must("exec", "node1", "--", "sh", "-c", "head -c 1048576 /dev/zero > /cluster/home/held")
+		holder := c.background(io.Discard, "exec", "node1", "--", "bash", "-c",
+			"exec 3< /cluster/home/held; rm /cluster/home/held; echo unlinked; sleep 600")
+		defer stop(holder)
+		eventually(t, "the holder to unlink the file", 20*time.Second, func() bool {
+			r := c.ssi("exec", "node2", "--", "test", "-e", "/cluster/home/held")
+			return r.code == 1
+		})
+		if freeBlocks("node2") == before {
+			t.Fatal("an unlinked file held open freed its space")
+		}
+		c.must("kill", "node1")
+		c.must("start", "node1")
+		eventually(t, "node1's restart to remove what its holder kept", 60*time.Second, func() bool {
+			return freeBlocks("node2") == before
+		})
+		r := c.ssi("exec", "node1", "--", "mkdir", "/cluster/home/.ssi-orphans")
+		if r.code == 0 || !strings.Contains(r.err, "Operation not permitted") {
+			t.Fatalf("mkdir of the orphan directory: %d %q", r.code, r.err)
+		}
+	})
+
+	t.Run("pages cached on one node never hide another node's change", func(t *testing.T) {
+		c := c.with(t)
+		c.must("exec", "node1", "--", "sh", "-c", "printf 'first version\n' > /cluster/home/cached")
+		for i := 0; i < 2; i++ { // the second read may come from the page cache
+			if got := c.must("exec", "node2", "--", "cat", "/cluster/home/cached"); got != "first version\n" {
+				t.Fatalf("node2 read %d: %q", i, got)
+			}
+		}
+		// Same size, new content: only the data version tells them apart.
+		c.must("exec", "node1", "--", "sh", "-c", "printf 'other version\n' > /cluster/home/cached")
+		if got := c.must("exec", "node2", "--", "cat", "/cluster/home/cached"); got != "other version\n" {
+			t.Fatalf("node2 after node1's rewrite: %q", got)
+		}
+		// And the writer's own node sees a write made in place elsewhere.
+		c.must("exec", "node2", "--", "sh", "-c", "printf X | dd of=/cluster/home/cached bs=1 seek=0 conv=notrunc status=none")
+		if got := c.must("exec", "node1", "--", "cat", "/cluster/home/cached"); got != "Xther version\n" {
+			t.Fatalf("node1 after node2's write in place: %q", got)
+		}
+	})
+
+	t.Run("mmap", func(t *testing.T) {
+		c := c.with(t)
+		if _, err := exec.LookPath("python3"); err != nil {
+			t.Skip("needs python3 for mmap")
+		}
+		writer := `import mmap, os
+p = "/cluster/home/mapped"
+with open(p, "wb") as f:
+    f.write(b"a" * 8192)
+fd = os.open(p, os.O_RDWR)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:5] = b"HELLO"
+m[4096:4101] = b"WORLD"
+m.flush()
+m.close()
+os.close(fd)`
+		c.must("exec", "node1", "--", "python3", "-c", writer)
+		reader := `import mmap
+with open("/cluster/home/mapped", "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    print(m[0:6].decode(), m[4096:4102].decode(), len(m))`
+		for _, n := range []string{"node1", "node3"} {
+			if got := c.must("exec", n, "--", "python3", "-c", reader); got != "HELLOa WORLDa 8192\n" {
+				t.Fatalf("%s maps %q", n, got)
+			}
+		}
+	})
+
+	t.Run("locks exclude on one node", func(t *testing.T) {
+		c := c.with(t)
+		script := `cd /cluster/home; : > lk; m=/tmp/ssi-held-$$
+			flock -x lk -c "touch $m; sleep 3" &
+			for i in $(seq 200); do [ -e $m ] && break; sleep 0.05; done
+			flock -n lk true && echo free || echo busy
+			wait; rm -f $m
+			flock -n lk true && echo free || echo busy`
+		if got := c.must("exec", "node1", "--", "bash", "-c", script); got != "busy\nfree\n" {
+			t.Fatalf("flock on one node, held then released: %q", got)
+		}
+		if _, err := exec.LookPath("python3"); err != nil {
+			t.Skip("needs python3 for fcntl locks")
+		}
+		fcntl := `import fcntl, os, sys, time
+f = open("/cluster/home/lk", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+r, w = os.pipe()
+if os.fork() == 0:
+    g = open("/cluster/home/lk", "r+")
+    try:
+        fcntl.lockf(g, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(w, b"free")
+    except OSError:
+        os.write(w, b"busy")
+    os._exit(0)
+os.wait()
+print(os.read(r, 4).decode())`
+		if got := c.must("exec", "node1", "--", "python3", "-c", fcntl); got != "busy\n" {
+			t.Fatalf("fcntl lock on one node: %q", got)
+		}
+	})
 }
