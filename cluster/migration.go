@@ -246,8 +246,8 @@ func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error)
 	committed, err := m.run(ctx)
 	a.metrics.moved(committed, m.frozen, time.Since(start), m.bytes)
 	if committed {
-		a.log.Info("migrated", "cpid", cpid, "to", to, "frozen", m.frozen, "total", time.Since(start),
-			"bytes", m.bytes)
+		a.log.Info("migrated", append([]any{"cpid", cpid, "to", to, "frozen", m.frozen, "total", time.Since(start),
+			"bytes", m.bytes}, m.phases...)...)
 		return nil
 	}
 	if err == nil {
@@ -265,6 +265,7 @@ type moveOut struct {
 	start  time.Time
 	frozen time.Duration
 	bytes  int64
+	phases []any // for the log: when each step ended, from the freeze
 }
 
 // run performs the move; it returns whether the process now runs on the
@@ -332,6 +333,7 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		stopped = time.Time{}
 		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
 	}
+	m.phases = append(m.phases, "dump", time.Since(stopped).Round(time.Millisecond))
 	if j.hold != nil {
 		if st, err = j.hold.detach(ctx); err != nil {
 			return fail(err)
@@ -352,6 +354,7 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: sending to %s: %v", fs.ErrNodeDown, m.to, err))
 	}
+	m.phases = append(m.phases, "send", time.Since(stopped).Round(time.Millisecond))
 	var rr restoreReply
 	if err := c.expect(frRestored, &rr); err != nil {
 		return fail(fmt.Errorf("%w: %s during restore: %v", fs.ErrNodeDown, m.to, err))
@@ -360,6 +363,7 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		return fail(fmt.Errorf("%w: restore on %s: %s", fs.ErrCannotMove, m.to, rr.Error))
 	}
 	m.frozen = time.Since(stopped)
+	m.phases = append(m.phases, "restored", m.frozen.Round(time.Millisecond))
 	won, err := a.settle(j.cpid, m.id, m.to, true, &raftstore.MoveStats{Frozen: m.frozen,
 		Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()})
 	if err != nil {
@@ -514,6 +518,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 
 	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
 	defer os.RemoveAll(dir)
+	t0 := time.Now()
 	dr := &dataReader{c: c}
 	_, err := migrate.Unpack(dr, dir)
 	if err == nil {
@@ -564,7 +569,10 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 			}
 		}
 	}
+	received := time.Since(t0)
+	t1 := time.Now()
 	r, err := a.criu.Restore(ctx, migrate.RestoreOptions{Dir: dir, InheritFDs: inherit, LeaveStopped: true})
+	restored := time.Since(t1)
 	if err != nil {
 		closeOurs()
 		refuse(frRestored, err.Error())
@@ -610,7 +618,8 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	a.addJob(j)
 	_ = migrate.SignalTree(r.Pid, syscall.SIGCONT)
 	_ = c.send(frDone, nil)
-	log.Info("process arrived", "pid", r.Pid)
+	log.Info("process arrived", "pid", r.Pid, "receive", received.Round(time.Millisecond),
+		"restore", restored.Round(time.Millisecond))
 }
 
 // cantMove says why the job cannot move now, "" if it can.
