@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"ssi/migrate"
@@ -24,8 +28,8 @@ const (
 	frExit     = 'x' // JSON: the process ended (exitInfo)
 	frCPID     = 'c' // JSON: the cpid of a process just started
 	frDetach   = 'D' // holder -> session: stop sending; session -> holder: nothing more follows
-	frData     = 'd' // a piece of the image archive
-	frDataEnd  = 'z' // the image archive is complete
+	frData     = 'd' // a piece of an image file
+	frDataEnd  = 'z' // the images are complete
 	frPending  = 'p' // JSON: stdio state of a frozen process (stdioState)
 	frRestored = 'r' // JSON: the destination's restore outcome (restoreReply)
 	frDecision = 'k' // JSON: the source's verdict (decision)
@@ -40,11 +44,15 @@ const maxFrame = 4 << 20
 // frameConn writes whole frames atomically, so that several goroutines
 // may send on one stream.
 type frameConn struct {
-	rw io.ReadWriter
-	mu sync.Mutex
+	rw  io.ReadWriter
+	br  *bufio.Reader // reads: a frame header costs no read call of its own
+	mu  sync.Mutex
+	buf []byte // recvShared's, reused
 }
 
-func newFrameConn(rw io.ReadWriter) *frameConn { return &frameConn{rw: rw} }
+func newFrameConn(rw io.ReadWriter) *frameConn {
+	return &frameConn{rw: rw, br: bufio.NewReaderSize(rw, 256<<10)}
+}
 
 func (c *frameConn) send(typ byte, payload []byte) error {
 	buf := make([]byte, 5+len(payload))
@@ -67,16 +75,34 @@ func (c *frameConn) sendJSON(typ byte, v any) error {
 
 // recv reads one frame; only one goroutine may read a stream.
 func (c *frameConn) recv() (byte, []byte, error) {
+	return c.recvInto(nil)
+}
+
+// recvShared is recv into a buffer that the next call reuses: for bulk
+// data that is written out at once.
+func (c *frameConn) recvShared() (byte, []byte, error) {
+	typ, b, err := c.recvInto(c.buf)
+	if cap(b) > cap(c.buf) {
+		c.buf = b[:cap(b)]
+	}
+	return typ, b, err
+}
+
+func (c *frameConn) recvInto(buf []byte) (byte, []byte, error) {
 	var hdr [5]byte
-	if _, err := io.ReadFull(c.rw, hdr[:]); err != nil {
+	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
 	if n > maxFrame {
 		return 0, nil, fmt.Errorf("frame of %d bytes: not an ssi stream", n)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(c.rw, b); err != nil {
+	b := buf[:0]
+	if cap(b) < int(n) {
+		b = make([]byte, n)
+	}
+	b = b[:n]
+	if _, err := io.ReadFull(c.br, b); err != nil {
 		return 0, nil, err
 	}
 	return hdr[0], b, nil
@@ -98,56 +124,6 @@ func (c *frameConn) expect(want byte, v any) error {
 		return json.Unmarshal(b, v)
 	}
 	return nil
-}
-
-// dataWriter cuts a byte stream into frData frames.
-type dataWriter struct {
-	c *frameConn
-	n int64
-}
-
-func (w *dataWriter) Write(p []byte) (int, error) {
-	for off := 0; off < len(p); {
-		end := min(len(p), off+1<<20)
-		if err := w.c.send(frData, p[off:end]); err != nil {
-			return off, err
-		}
-		w.n += int64(end - off)
-		off = end
-	}
-	return len(p), nil
-}
-
-// dataReader reads frData frames until frDataEnd.
-type dataReader struct {
-	c    *frameConn
-	buf  []byte
-	done bool
-}
-
-func (r *dataReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
-		if r.done {
-			return 0, io.EOF
-		}
-		typ, b, err := r.c.recv()
-		if err != nil {
-			return 0, err
-		}
-		switch typ {
-		case frData:
-			r.buf = b
-		case frDataEnd:
-			r.done = true
-		case frError:
-			return 0, fmt.Errorf("peer: %s", b)
-		default:
-			return 0, fmt.Errorf("peer sent frame %q inside the image archive", typ)
-		}
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
 }
 
 // streamHeader opens a stream on the migration port.
@@ -181,4 +157,141 @@ type restoreReply struct {
 // decision is the outcome the source learned from the agreed state.
 type decision struct {
 	Commit bool `json:"commit"`
+}
+
+// Image files travel as frImage (JSON imageFile) followed by frData frames
+// holding exactly its bytes, read from the file and written to the other
+// side's file without any staging copy; frDataEnd ends the set.
+const frImage = 'F'
+
+// imageFile announces one image file.
+type imageFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// sendRaw sends a frame without copying payload into a new buffer.
+func (c *frameConn) sendRaw(typ byte, payload []byte) error {
+	var hdr [5]byte
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.rw.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := c.rw.Write(payload)
+	return err
+}
+
+// sendImages sends every image in dir (CRIU's logs stay behind) and
+// returns the bytes sent.
+func sendImages(c *frameConn, dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 1<<20)
+	var total int64
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		n, err := sendImage(c, filepath.Join(dir, e.Name()), buf)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, c.send(frDataEnd, nil)
+}
+
+func sendImage(c *frameConn, path string, buf []byte) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if err := c.sendJSON(frImage, imageFile{Name: fi.Name(), Size: fi.Size()}); err != nil {
+		return 0, err
+	}
+	var sent int64
+	for sent < fi.Size() {
+		n, err := f.Read(buf[:min(int64(len(buf)), fi.Size()-sent)])
+		if n > 0 {
+			if err := c.sendRaw(frData, buf[:n]); err != nil {
+				return sent, err
+			}
+			sent += int64(n)
+		}
+		if err != nil {
+			return sent, fmt.Errorf("image %s: %w", fi.Name(), err)
+		}
+	}
+	return sent, nil
+}
+
+// recvImages writes the images a peer sends into dir, until frDataEnd.
+// Only plain names are accepted, each once, each exactly its size.
+func recvImages(c *frameConn, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var f *os.File
+	var left int64
+	var name string
+	closeFile := func() error {
+		if f == nil {
+			return nil
+		}
+		err := f.Close()
+		f = nil
+		if err == nil && left != 0 {
+			err = fmt.Errorf("image %s: %d bytes missing", name, left)
+		}
+		return err
+	}
+	defer closeFile()
+	for {
+		typ, b, err := c.recvShared()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case frImage:
+			if err := closeFile(); err != nil {
+				return err
+			}
+			var im imageFile
+			if err := json.Unmarshal(b, &im); err != nil {
+				return fmt.Errorf("image header: %w", err)
+			}
+			if im.Name == "" || im.Name == "." || im.Name == ".." || strings.ContainsAny(im.Name, "/\x00") ||
+				im.Size < 0 || im.Size > migrate.MaxImageFile {
+				return fmt.Errorf("image %q of %d bytes: not an image", im.Name, im.Size)
+			}
+			if f, err = os.OpenFile(filepath.Join(dir, im.Name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+				return err
+			}
+			name, left = im.Name, im.Size
+		case frData:
+			if f == nil || int64(len(b)) > left {
+				return fmt.Errorf("image data beyond its announced size")
+			}
+			if _, err := f.Write(b); err != nil {
+				return err
+			}
+			left -= int64(len(b))
+		case frDataEnd:
+			return closeFile()
+		case frError:
+			return fmt.Errorf("peer: %s", b)
+		default:
+			return fmt.Errorf("peer sent frame %q among the images", typ)
+		}
+	}
 }

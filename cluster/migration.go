@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -342,12 +341,7 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	if st == nil {
 		st = &stdioState{}
 	}
-	dw := &dataWriter{c: c}
-	err = migrate.Pack(dir, dw)
-	m.bytes = dw.n
-	if err == nil {
-		err = c.send(frDataEnd, nil)
-	}
+	m.bytes, err = sendImages(c, dir)
 	if err == nil {
 		err = c.sendJSON(frPending, st)
 	}
@@ -519,13 +513,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
 	defer os.RemoveAll(dir)
 	t0 := time.Now()
-	dr := &dataReader{c: c}
-	_, err := migrate.Unpack(dr, dir)
-	if err == nil {
-		// The archive's end marker may come before the stream's.
-		_, err = io.Copy(io.Discard, dr)
-	}
-	if err != nil {
+	if err := recvImages(c, dir); err != nil {
 		log.Warn("receiving images", "err", err)
 		return
 	}
@@ -619,7 +607,8 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	_ = migrate.SignalTree(r.Pid, syscall.SIGCONT)
 	_ = c.send(frDone, nil)
 	log.Info("process arrived", "pid", r.Pid, "receive", received.Round(time.Millisecond),
-		"restore", restored.Round(time.Millisecond))
+		"restore", restored.Round(time.Millisecond), "criu_restore", r.Restore.Round(time.Millisecond),
+		"criu_forking", r.Forking.Round(time.Millisecond))
 }
 
 // cantMove says why the job cannot move now, "" if it can.

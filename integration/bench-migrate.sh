@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 SSI=$PWD/bin/ssi
 SIZES=${BENCH_MIG_MIB:-16 256 1024}
 LAB=benchm
+# Images in flight live in criu.work_dir; the floor uses the same place.
+export SSI_CRIU_WORK_DIR=${SSI_CRIU_WORK_DIR:-/dev/shm/ssi-criu}
 cleanup() { "$SSI" lab --name "$LAB" down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 SSI_LAB_SUBNET=10.213.24.0/24 "$SSI" lab --name "$LAB" up --nodes 2 >/dev/null
@@ -37,7 +39,7 @@ for mib in $SIZES; do
   cpid=$(hog "$mib")
   pid=$(pidof_cpid "$cpid")
   read -r t0 t1 t2 rpid < <(in1 bash -c '
-    img=/var/lib/ssi/bench-img; rm -rf $img
+    img=$SSI_CRIU_WORK_DIR/bench-img; rm -rf $img
     t0=$(date +%s%N); "$0" debug dump --pid "$1" --dir $img 2>/dev/null; t1=$(date +%s%N)
     rpid=$("$0" debug restore --dir $img --detach 2>/dev/null); t2=$(date +%s%N)
     rm -rf $img; echo $t0 $t1 $t2 $rpid' "$SSI" "$pid")
