@@ -185,7 +185,7 @@ func (a *Agent) removeNode(ctx context.Context, s *raftstore.Store, name string)
 	if err := s.RemoveServer(ctx, name); err != nil {
 		return fmt.Errorf("remove %s from raft: %w", name, err)
 	}
-	if _, err := s.Apply(ctx, raftstore.NodeRemove{Name: name}); err != nil {
+	if _, err := s.Apply(ctx, raftstore.NodeRemove{Name: name, At: time.Now()}); err != nil {
 		return err
 	}
 	a.telemetry.Forget(name)

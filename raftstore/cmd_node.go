@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -23,6 +25,8 @@ type NodeUpsert struct {
 // left alone: deciding what becomes of them is the agent's policy.
 type NodeRemove struct {
 	Name string `json:"name"`
+	// At is when; the processes that ran there are recorded as ended then.
+	At time.Time `json:"at,omitzero"`
 }
 
 // NodeSetState changes a node's state (up, down, left).
@@ -86,6 +90,21 @@ func applyNodeRemove(s *state, c NodeRemove) error {
 		return fmt.Errorf("node remove %q: %w", c.Name, ErrNotFound)
 	}
 	delete(s.nodes, c.Name)
+	// What ran there went with it; moves towards it cannot finish.
+	for cpid, m := range s.migrations {
+		if m.To == c.Name {
+			s.procs[cpid].State = ProcRunning
+			delete(s.migrations, cpid)
+		}
+	}
+	// In cpid order: every replica must record the ends alike.
+	for _, cpid := range slices.Sorted(maps.Keys(s.procs)) {
+		if s.procs[cpid].Node == c.Name {
+			s.addEnded(Ended{CPID: cpid, Node: c.Name, EndedAt: c.At})
+			delete(s.procs, cpid)
+			delete(s.migrations, cpid)
+		}
+	}
 	return nil
 }
 

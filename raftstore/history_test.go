@@ -45,3 +45,29 @@ func TestHistoryKeptBoundedAndSnapshotted(t *testing.T) {
 		t.Fatalf("after a snapshot: %d ends (first %d), moves %+v", len(got.ended), got.ended[0].CPID, got.moves)
 	}
 }
+
+// Removing a node ends what ran there and aborts moves towards it.
+func TestNodeRemoveEndsItsProcesses(t *testing.T) {
+	s := newState()
+	for _, n := range []string{"a", "b", "c"} {
+		s.nodes[n] = &Node{Name: n, State: NodeUp}
+	}
+	s.procs[1] = &Proc{CPID: 1, Home: "a", Node: "b", State: ProcRunning}
+	s.procs[2] = &Proc{CPID: 2, Home: "a", Node: "a", State: ProcRunning}
+	s.procs[3] = &Proc{CPID: 3, Home: "c", Node: "c", State: ProcRunning}
+	if err := applyMigrationStart(s, MigrationStart{ID: "m", CPID: 2, To: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyNodeRemove(s, NodeRemove{Name: "b", At: time.Unix(5, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.procs[1]; ok || len(s.ended) != 1 || s.ended[0].CPID != 1 || s.ended[0].ExitCode != nil {
+		t.Fatalf("process on the removed node: %v, ended %+v", s.procs[1], s.ended)
+	}
+	if p := s.procs[2]; p == nil || p.State != ProcRunning || p.Node != "a" || len(s.migrations) != 0 {
+		t.Fatalf("move towards the removed node: %+v %v", p, s.migrations)
+	}
+	if s.procs[3] == nil {
+		t.Fatal("a process elsewhere went too")
+	}
+}
