@@ -100,6 +100,7 @@ type Agent struct {
 	jobs        map[int]*job
 	sessions    map[int]*session
 	lastFailure map[int]string
+	adopted     chan struct{} // closed once adoptJobs is done
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -125,7 +126,8 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log.With("component", "agent"), base: log, advertiseIP: ip,
 		advertise: net.JoinHostPort(ip, strconv.Itoa(cfg.Port)), telemetry: NewTelemetry(),
-		jobs: map[int]*job{}, sessions: map[int]*session{}, lastFailure: map[int]string{}}
+		jobs: map[int]*job{}, sessions: map[int]*session{}, lastFailure: map[int]string{},
+		adopted: make(chan struct{})}
 	a.criu = migrate.New(cfg.CRIU, log.With("component", "criu"))
 	a.metrics = newMetrics()
 	return a, nil
@@ -207,7 +209,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Registration needs a leader, hence a quorum: members restarting one
 	// by one must not wait for it before the next one starts.
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); a.adoptJobs(ctx) }()
 	go func() { defer wg.Done(); a.adminLoop(ctx) }()
 	go func() { defer wg.Done(); a.announce(ctx, formed) }()
 	go func() { defer wg.Done(); a.telemetryLoop(ctx) }()

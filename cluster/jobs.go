@@ -37,6 +37,8 @@ type job struct {
 	// moving is set while a migration has the process frozen; gone once
 	// its stopped copy here was killed because it runs elsewhere now.
 	moving, gone bool
+	// adopted: started by an earlier agent, so not our child.
+	adopted bool
 }
 
 func (j *job) pid() int { return j.proc.Pid }
@@ -46,6 +48,7 @@ func (a *Agent) addJob(j *job) {
 	a.jobsMu.Lock()
 	a.jobs[j.cpid] = j
 	a.jobsMu.Unlock()
+	a.recordJob(j)
 	go a.superviseJob(j)
 }
 
@@ -60,14 +63,17 @@ func (a *Agent) job(cpid int) (*job, bool) {
 // only forgotten here; one that ended is forgotten by the cluster, with
 // its exit code, and its attached caller learns the code.
 func (a *Agent) superviseJob(j *job) {
-	st, err := j.proc.Wait()
-	code := -1
-	if err == nil {
-		code = st.ExitCode()
+	var exit *int
+	if j.adopted {
+		waitAdopted(j.pid())
+	} else if st, err := j.proc.Wait(); err == nil {
+		code := st.ExitCode()
 		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			code = 128 + int(ws.Signal())
 		}
+		exit = &code
 	}
+	a.forgetJobRecord(j.cpid)
 	a.jobsMu.Lock()
 	if a.jobs[j.cpid] == j {
 		delete(a.jobs, j.cpid)
@@ -79,14 +85,17 @@ func (a *Agent) superviseJob(j *job) {
 	if gone {
 		return
 	}
+	code := -1
+	if exit != nil {
+		code = *exit
+	}
 	a.log.Info("process ended", "cpid", j.cpid, "code", code)
 	if j.hold != nil {
 		j.hold.finish(code)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := code
-	if _, err := a.apply(ctx, raftstore.ProcRemove{CPID: j.cpid, ExitCode: &c, EndedAt: time.Now()}); err != nil {
+	if _, err := a.apply(ctx, raftstore.ProcRemove{CPID: j.cpid, ExitCode: exit, EndedAt: time.Now()}); err != nil {
 		a.log.Warn("forgetting an ended process", "cpid", j.cpid, "err", err)
 	}
 }
@@ -109,6 +118,10 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := a.member(); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if err := a.waitAdoption(r.Context()); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}

@@ -487,6 +487,10 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	defer cancel()
 	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stopOnCancel()
+	if err := a.waitAdoption(ctx); err != nil {
+		refuse(frReady, err.Error())
+		return
+	}
 	if err := a.catchUp(ctx); err != nil {
 		refuse(frReady, fmt.Sprintf("%s cannot reach the leader: %v", a.cfg.NodeName, err))
 		return

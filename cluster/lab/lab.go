@@ -81,7 +81,9 @@ func Open(opts Options) (*Lab, error) {
 	}
 	l := &Lab{opts: opts, root: filepath.Join(opts.Dir, opts.Name)}
 	if rec, err := l.readRecord(); err == nil {
-		if l.opts.Subnet == "" {
+		// A lab that exists keeps its addresses: `lab start` without the
+		// subnet it was made with must not renumber a node.
+		if rec.Subnet != "" {
 			l.opts.Subnet = rec.Subnet
 		}
 		if l.opts.Nodes == 0 {
