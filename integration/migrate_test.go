@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -371,6 +372,49 @@ func TestMigration(t *testing.T) {
 		n := m.waitGrows(t, "node1", "admin.txt", 2)
 		m.waitGrows(t, "node1", "admin.txt", n+2)
 		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
+	})
+
+	t.Run("a restarted agent adopts its processes", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		c.agree("node1", three, 30*time.Second)
+		// It counts into a host file: /cluster on node1 is away while
+		// its agent is.
+		out := filepath.Join(m.dir, "adopt.txt")
+		counter := m.script(t, "counter4.sh",
+			"i=0\nwhile :; do i=$((i+1)); echo $i >> "+out+"; sleep 0.1; done\n")
+		cpid := m.runDetached(t, "node1", counter)
+		counted := func() int {
+			b, _ := os.ReadFile(out)
+			n, ok := countsInOrder(string(b))
+			if !ok {
+				t.Fatalf("adopt.txt is not 1..n in order:\n%s", b)
+			}
+			return n
+		}
+		eventually(t, "the counter to start", 10*time.Second, func() bool { return counted() > 2 })
+		pidFile := filepath.Join("/var/lib/ssi-lab", c.name, "node1", "agent.pid")
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		n := counted()
+		eventually(t, "the process to go on without its agent", 10*time.Second, func() bool { return counted() > n+3 })
+		m.must("start", "node1")
+		c.agree("node2", three, 30*time.Second)
+		if got := m.where("node2", cpid); got != "node1" {
+			t.Fatalf("after the agent's restart, where reads %q", got)
+		}
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
+		n = counted()
+		eventually(t, "the adopted process to count on node2", 10*time.Second, func() bool { return counted() > n+3 })
+		m.must("exec", "node3", "--", ssiBin, "kill", cpid)
+		if r := m.ssi("exec", "node3", "--", ssiBin, "wait", cpid); r.code != 128+15 {
+			t.Fatalf("ssi wait: %d %s", r.code, r.err)
+		}
 	})
 
 	t.Run("destination dies mid-move", func(t *testing.T) {
