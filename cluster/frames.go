@@ -140,6 +140,8 @@ type streamHeader struct {
 	// Files the tree has open or mapped outside /cluster: the destination
 	// checks it has them (same size) before anything stops.
 	Files []migrate.FileRef `json:"files,omitempty"`
+	// PageServer: the source would stream pages during its dump.
+	PageServer bool `json:"page_server,omitempty"`
 }
 
 // exitInfo is how a process ended.
@@ -152,6 +154,8 @@ type restoreReply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	Pid   int    `json:"pid,omitempty"`
+	// PageServer (in frReady): a page server waits for the pages.
+	PageServer bool `json:"page_server,omitempty"`
 }
 
 // decision is the outcome the source learned from the agreed state.

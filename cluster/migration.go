@@ -206,6 +206,9 @@ func (e *remoteErrno) Unwrap() error { return e.sentinel }
 // migrateOut is the source's side of the transaction.
 func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error) {
 	start := time.Now()
+	if err := a.waitAdoption(ctx); err != nil {
+		return fmt.Errorf("%w: %v", fs.ErrBusy, err)
+	}
 	j, ok := a.job(cpid)
 	if !ok {
 		return fmt.Errorf("%w: process %d is not running here", fs.ErrNoProcess, cpid)
@@ -311,7 +314,7 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	c := newFrameConn(conn)
 	p, _ := a.store.Proc(j.cpid)
 	hdr := streamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
-		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), a.cfg.Mountpoint+"/")}
+		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), a.cfg.Mountpoint+"/"), PageServer: true}
 	for i := range hdr.Pipes {
 		hdr.Pipes[i] = migrate.FDKey(j.pid(), i)
 	}
@@ -326,8 +329,37 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		return fail(fmt.Errorf("%w: %s", fs.ErrCannotMove, ready.Error))
 	}
 
+	dopts := migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true}
+	var pages *pageRelay
+	if ready.PageServer {
+		if pages, err = newPageRelay(c); err != nil {
+			return fail(err)
+		}
+		defer pages.close()
+		dopts.PageServer = pages.criu
+		pages.start()
+	}
+	received := make(chan error, 1)
+	if pages != nil {
+		go func() { received <- pages.receive() }()
+	}
 	stopped = time.Now()
-	if _, err := a.criu.Dump(ctx, migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true}); err != nil {
+	_, err = a.criu.Dump(ctx, dopts)
+	if pages != nil {
+		// CRIU is done with its end: ours reads EOF and the relay ends.
+		pages.criu.Close()
+		perr := pages.finish()
+		if rerr := <-received; perr == nil {
+			perr = rerr
+		}
+		m.bytes = pages.sentBytes()
+		if err == nil && perr != nil {
+			err = fmt.Errorf("%w: pages to %s: %v", fs.ErrNodeDown, m.to, perr)
+			// The dump itself worked: the tree is stopped here.
+			return fail(err)
+		}
+	}
+	if err != nil {
 		// CRIU resumes the tree when a dump fails.
 		stopped = time.Time{}
 		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
@@ -341,7 +373,8 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	if st == nil {
 		st = &stdioState{}
 	}
-	m.bytes, err = sendImages(c, dir)
+	sent, err := sendImages(c, dir)
+	m.bytes += sent
 	if err == nil {
 		err = c.sendJSON(frPending, st)
 	}
@@ -510,13 +543,34 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
 		return
 	}
-	if err := c.sendJSON(frReady, restoreReply{OK: true}); err != nil {
-		return
-	}
-
 	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
 	defer os.RemoveAll(dir)
+	var pages *pageRelay
+	if hdr.PageServer {
+		var err error
+		if pages, err = a.startPageServer(ctx, c, dir); err != nil {
+			log.Warn("no page server: pages come with the other images", "err", err)
+			pages = nil
+		} else {
+			defer pages.close()
+		}
+	}
+	if err := c.sendJSON(frReady, restoreReply{OK: true, PageServer: pages != nil}); err != nil {
+		return
+	}
 	t0 := time.Now()
+	if pages != nil {
+		err := pages.receive()
+		if err == nil {
+			// The page server closes its socket once it has stored
+			// everything: our relay then ends.
+			err = pages.finish()
+		}
+		if err != nil {
+			log.Warn("receiving pages", "err", err)
+			return
+		}
+	}
 	if err := recvImages(c, dir); err != nil {
 		log.Warn("receiving images", "err", err)
 		return
@@ -632,4 +686,21 @@ func (a *Agent) setCantMove(cpid int, why string) {
 	a.jobsMu.Lock()
 	defer a.jobsMu.Unlock()
 	a.lastFailure[cpid] = why
+}
+
+// startPageServer starts a CRIU page server storing into dir, relayed to
+// the stream.
+func (a *Agent) startPageServer(ctx context.Context, c *frameConn, dir string) (*pageRelay, error) {
+	p, err := newPageRelay(c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.criu.StartPageServer(ctx, dir, p.criu); err != nil {
+		p.close()
+		return nil, err
+	}
+	// The page server holds its own copy now.
+	p.criu.Close()
+	p.start()
+	return p, nil
 }

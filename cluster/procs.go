@@ -269,6 +269,9 @@ func (a *Agent) kill(ctx context.Context, req KillRequest) error {
 	if err != nil {
 		return fsError(err)
 	}
+	if err := a.waitAdoption(ctx); err != nil {
+		return fmt.Errorf("%w: %v", fs.ErrBusy, err)
+	}
 	// A process in the middle of a move is signalled once it has landed.
 	deadline := time.Now().Add(migrateTimeout)
 	for {

@@ -28,6 +28,9 @@ type DumpOptions struct {
 	TCPEstablished bool
 	// FileLocks dumps file locks.
 	FileLocks bool
+	// PageServer, if set, is a connected stream socket to a page server
+	// (see StartPageServer): memory pages go there, not to Dir.
+	PageServer *os.File
 }
 
 // DumpStats is what CRIU measured during a dump.
@@ -70,7 +73,12 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		// Unix sockets to peers outside the tree are not ours to move.
 		ExtUnixSk: ptr(false),
 	}
-	s, err := c.startSwrk(nil)
+	var extra []*os.File
+	if o.PageServer != nil {
+		extra = append(extra, o.PageServer)
+		opts.Ps = &rpc.CriuPageServerInfo{Fd: ptr(int32(4))}
+	}
+	s, err := c.startSwrk(extra)
 	if err != nil {
 		return nil, err
 	}

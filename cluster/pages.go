@@ -1,0 +1,104 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Memory pages travel while CRIU dumps: CRIU's dump on the source and a
+// CRIU page server on the destination each talk to a local socket, and
+// the agents relay the bytes between those sockets as frPages frames on
+// the migration stream, both ways (the page server answers). Each side
+// sends frPagesEnd when its CRIU closes its socket; once both have, the
+// stream goes on with the other images.
+const (
+	frPages    = 'P'
+	frPagesEnd = 'Q'
+)
+
+// pageRelay is one side's relay between its CRIU's socket and the stream.
+type pageRelay struct {
+	c     *frameConn
+	ours  *os.File // our end of the socket pair
+	criu  *os.File // CRIU's end: handed to CRIU, then closed here
+	sent  chan error
+	mu    sync.Mutex
+	bytes int64
+}
+
+func newPageRelay(c *frameConn) (*pageRelay, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("page relay: %w", err)
+	}
+	return &pageRelay{c: c, ours: os.NewFile(uintptr(fds[0]), "pages"),
+		criu: os.NewFile(uintptr(fds[1]), "pages-criu"), sent: make(chan error, 1)}, nil
+}
+
+// start copies what CRIU writes into frames, then frPagesEnd. A failed
+// send closes our end, so that CRIU fails instead of blocking.
+func (p *pageRelay) start() {
+	go func() {
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := p.ours.Read(buf)
+			if n > 0 {
+				if serr := p.c.sendRaw(frPages, buf[:n]); serr != nil {
+					p.ours.Close()
+					p.sent <- serr
+					return
+				}
+				p.mu.Lock()
+				p.bytes += int64(n)
+				p.mu.Unlock()
+			}
+			if err != nil {
+				p.sent <- p.c.send(frPagesEnd, nil)
+				return
+			}
+		}
+	}()
+}
+
+// receive writes the peer's frPages to CRIU until the peer's frPagesEnd;
+// it must be the only reader of the stream meanwhile. Any failure closes
+// our end, so that CRIU fails instead of waiting.
+func (p *pageRelay) receive() error {
+	for {
+		typ, b, err := p.c.recvShared()
+		if err == nil {
+			switch typ {
+			case frPages:
+				_, err = p.ours.Write(b)
+			case frPagesEnd:
+				// Nothing more comes for CRIU: let it see the end.
+				_ = syscall.Shutdown(int(p.ours.Fd()), syscall.SHUT_WR)
+				return nil
+			case frError:
+				err = fmt.Errorf("peer: %s", b)
+			default:
+				err = fmt.Errorf("peer sent frame %q among the pages", typ)
+			}
+		}
+		if err != nil {
+			p.ours.Close()
+			return err
+		}
+	}
+}
+
+// finish waits for our side's frPagesEnd to be sent.
+func (p *pageRelay) finish() error { return <-p.sent }
+
+func (p *pageRelay) sentBytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bytes
+}
+
+func (p *pageRelay) close() {
+	p.ours.Close()
+	p.criu.Close()
+}
