@@ -33,6 +33,14 @@ func newPageRelay(c *frameConn) (*pageRelay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("page relay: %w", err)
 	}
+	// Big socket buffers: CRIU and the relay move megabytes per call
+	// instead of the default couple of hundred kilobytes. Best effort
+	// (the FORCE variants need CAP_NET_ADMIN).
+	for _, fd := range fds {
+		for _, opt := range []int{syscall.SO_SNDBUFFORCE, syscall.SO_RCVBUFFORCE} {
+			_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, opt, 8<<20)
+		}
+	}
 	return &pageRelay{c: c, ours: os.NewFile(uintptr(fds[0]), "pages"),
 		criu: os.NewFile(uintptr(fds[1]), "pages-criu"), sent: make(chan error, 1)}, nil
 }
