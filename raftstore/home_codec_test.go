@@ -27,12 +27,20 @@ func TestHomeWriteV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The decoder copies: the log's buffer may be reused.
-	b[2+20+12] = 'X'
-	if !reflect.DeepEqual(got, HomeWrite{Ino: 42, Time: cmd.Time, Extents: []HomeExtent{
+	want := HomeWrite{Ino: 42, Time: cmd.Time, Extents: []HomeExtent{
 		{Off: 0, Data: []byte("hello")}, {Off: 1 << 40, Data: []byte{}}, {Off: 7, Data: make([]byte, 70000)},
-	}}) {
-		t.Fatalf("decoded %+v", got)
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decoded %d extents, not the encoded ones", len(got.(HomeWrite).Extents))
+	}
+	// The decoder does not copy (the FSM keeps the entry's bytes), and
+	// caps each extent: an append cannot run into the next one.
+	ext := got.(HomeWrite).Extents
+	if b[2+20+12] = 'X'; ext[0].Data[0] != 'X' {
+		t.Fatal("the decoded data is a copy of the entry's")
+	}
+	if cap(ext[0].Data) != len(ext[0].Data) || cap(ext[1].Data) != 0 {
+		t.Fatalf("extent capacities %d and %d, want their lengths", cap(ext[0].Data), cap(ext[1].Data))
 	}
 }
 
