@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -48,7 +49,7 @@ func (a *Agent) Migrate(ctx context.Context, cpid int, target string, uid uint32
 	if err != nil {
 		return fsError(err)
 	}
-	p, ok := s.Proc(cpid)
+	p, ok := a.findProc(ctx, s, cpid)
 	if !ok {
 		return fs.ErrNoProcess
 	}
@@ -288,19 +289,35 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		if !stopped.IsZero() {
 			m.frozen = time.Since(stopped)
 		}
-		committed, err := a.settle(m.j.cpid, m.id, m.to, false, &raftstore.MoveStats{Reason: reason,
-			Frozen: m.frozen, Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()})
-		if err == nil && committed {
+		resume := func() {
+			if !stopped.IsZero() {
+				_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
+				if j.hold != nil && st != nil {
+					j.hold.resume(st)
+				}
+			}
+		}
+		stats := &raftstore.MoveStats{Reason: reason, Frozen: m.frozen, Total: time.Since(m.start),
+			Bytes: m.bytes, EndedAt: time.Now()}
+		committed, err := a.settle(m.j.cpid, m.id, m.to, false, stats)
+		if err != nil {
+			// Nobody knows yet who won: the copy here stays stopped until
+			// the agreed state says.
+			a.settleLater(m.j.cpid, m.id, m.to, false, stats, func(committed bool) {
+				if committed {
+					m.finishHere()
+				} else {
+					resume()
+				}
+			})
+			return false, fmt.Errorf("%w: %v; the outcome is not known yet (%v)", fs.ErrNoQuorum, cause, err)
+		}
+		if committed {
 			// The destination committed: it runs there.
 			m.finishHere()
 			return true, nil
 		}
-		if !stopped.IsZero() {
-			_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
-			if j.hold != nil && st != nil {
-				j.hold.resume(st)
-			}
-		}
+		resume()
 		return false, cause
 	}
 
@@ -391,11 +408,22 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	}
 	m.frozen = time.Since(stopped)
 	m.phases = append(m.phases, "restored", m.frozen.Round(time.Millisecond))
-	won, err := a.settle(j.cpid, m.id, m.to, true, &raftstore.MoveStats{Frozen: m.frozen,
-		Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()})
+	stats := &raftstore.MoveStats{Frozen: m.frozen, Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()}
+	won, err := a.settle(j.cpid, m.id, m.to, true, stats)
 	if err != nil {
-		// Unknown outcome: keep the copy stopped; settle keeps trying.
-		return false, fmt.Errorf("%w: the outcome could not be recorded: %v", fs.ErrNoQuorum, err)
+		// Unknown outcome: the copy here stays stopped (and the one there,
+		// which waits for our verdict or the agreed state) until it is known.
+		a.settleLater(j.cpid, m.id, m.to, true, stats, func(committed bool) {
+			if committed {
+				m.finishHere()
+			} else {
+				_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
+				if j.hold != nil {
+					j.hold.resume(st)
+				}
+			}
+		})
+		return false, fmt.Errorf("%w: the outcome could not be recorded yet: %v", fs.ErrNoQuorum, err)
 	}
 	_ = c.sendJSON(frDecision, decision{Commit: won})
 	if !won {
@@ -631,6 +659,8 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frRestored, perr.Error())
 		return
 	}
+	log.Info("restored, waiting for the verdict", "pid", r.Pid, "receive", received.Round(time.Millisecond),
+		"restore", restored.Round(time.Millisecond), "criu_restore", r.Restore.Round(time.Millisecond))
 	if err := c.sendJSON(frRestored, restoreReply{OK: true, Pid: r.Pid}); err != nil {
 		log.Warn("the source went away after the restore", "err", err)
 	}
@@ -640,33 +670,50 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		// The source is gone: the agreed state decides, and we ask for
 		// the commit (the restore worked).
 		log.Warn("no verdict from the source; settling through the cluster", "err", err)
-		won, err = a.settle(hdr.CPID, hdr.ID, a.cfg.NodeName, true, &raftstore.MoveStats{Reason: "source lost after restore",
-			EndedAt: time.Now()})
+		stats := &raftstore.MoveStats{Reason: "source lost after restore", EndedAt: time.Now()}
+		won, err = a.settle(hdr.CPID, hdr.ID, a.cfg.NodeName, true, stats)
 		if err != nil {
-			log.Error("migration outcome unknown; keeping the restored copy stopped", "err", err)
+			log.Error("migration outcome unknown; the restored copy waits stopped", "err", err)
+			a.settleLater(hdr.CPID, hdr.ID, a.cfg.NodeName, true, stats, func(committed bool) {
+				a.landed(log, hdr, committed, r.Pid, proc, ours, &st)
+			})
 			return
 		}
 	} else {
 		won = d.Commit
 	}
+	if a.landed(log, hdr, won, r.Pid, proc, ours, &st) {
+		_ = c.send(frDone, nil)
+	}
+}
+
+// landed finishes an arrival once its outcome is known: the restored
+// copy runs as a job of this node, or is killed. It reports whether the
+// process runs here.
+func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, proc *os.Process, ours [4]*os.File, st *stdioState) bool {
+	closeOurs := func() {
+		for _, f := range ours {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
 	if !won {
-		_ = migrate.SignalTree(r.Pid, syscall.SIGKILL)
+		_ = migrate.SignalTree(pid, syscall.SIGKILL)
 		_, _ = proc.Wait()
 		closeOurs()
-		return
+		return false
 	}
 	j := &job{cpid: hdr.CPID, proc: proc}
 	if hdr.Attached {
-		j.hold = a.newHolder(hdr.CPID, hdr.Home, ours[0], ours[1], ours[2], ours[3], &st)
+		j.hold = a.newHolder(hdr.CPID, hdr.Home, ours[0], ours[1], ours[2], ours[3], st)
 		j.hold.pid = j.pid
 		j.hold.start()
 	}
 	a.addJob(j)
-	_ = migrate.SignalTree(r.Pid, syscall.SIGCONT)
-	_ = c.send(frDone, nil)
-	log.Info("process arrived", "pid", r.Pid, "receive", received.Round(time.Millisecond),
-		"restore", restored.Round(time.Millisecond), "criu_restore", r.Restore.Round(time.Millisecond),
-		"criu_forking", r.Forking.Round(time.Millisecond))
+	_ = migrate.SignalTree(pid, syscall.SIGCONT)
+	log.Info("process arrived", "pid", pid)
+	return true
 }
 
 // cantMove says why the job cannot move now, "" if it can.
@@ -703,4 +750,36 @@ func (a *Agent) startPageServer(ctx context.Context, c *frameConn, dir string) (
 	p.criu.Close()
 	p.start()
 	return p, nil
+}
+
+// settleLater keeps asking the agreed state for the outcome of a move
+// whose outcome could not be learnt, then acts on it. It gives up only
+// when this agent leaves the cluster.
+func (a *Agent) settleLater(cpid int, id, to string, commit bool, st *raftstore.MoveStats, then func(committed bool)) {
+	go func() {
+		for {
+			committed, err := a.settle(cpid, id, to, commit, st)
+			if err == nil {
+				then(committed)
+				return
+			}
+			if errors.Is(err, raftstore.ErrClosed) || errors.Is(err, errNotMember) {
+				return
+			}
+			a.log.Warn("migration outcome still unknown", "cpid", cpid, "id", id, "err", err)
+		}
+	}()
+}
+
+// findProc looks a process up in this replica and, if it is not there,
+// again once the replica has caught up with the leader (a node that just
+// restarted may lag).
+func (a *Agent) findProc(ctx context.Context, s *raftstore.Store, cpid int) (raftstore.Proc, bool) {
+	if p, ok := s.Proc(cpid); ok {
+		return p, true
+	}
+	if a.catchUp(ctx) != nil {
+		return raftstore.Proc{}, false
+	}
+	return s.Proc(cpid)
 }

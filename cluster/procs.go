@@ -275,7 +275,7 @@ func (a *Agent) kill(ctx context.Context, req KillRequest) error {
 	// A process in the middle of a move is signalled once it has landed.
 	deadline := time.Now().Add(migrateTimeout)
 	for {
-		p, ok := s.Proc(req.CPID)
+		p, ok := a.findProc(ctx, s, req.CPID)
 		if !ok {
 			return fs.ErrNoProcess
 		}
@@ -339,7 +339,7 @@ func (a *Agent) handleWait(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	if _, ok := s.Proc(cpid); !ok {
+	if _, ok := a.findProc(r.Context(), s, cpid); !ok {
 		if e, ok := s.Ended(cpid); ok {
 			writeJSON(w, http.StatusOK, WaitResult{Code: e.ExitCode})
 			return
