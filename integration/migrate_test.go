@@ -250,6 +250,44 @@ func TestMigration(t *testing.T) {
 		}
 	})
 
+	t.Run("ctrl-c reaches an attached process after a move", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		script := m.script(t, "trapint.sh", "trap 'echo caught INT; exit 42' INT\necho ready\nwhile :; do sleep 0.1; done\n")
+		cmd := exec.Command(ssiBin, m.args("exec", "node2", "--", ssiBin, "run", "--", script)...)
+		cmd.Env = append(os.Environ(), m.env...)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer stop(cmd)
+		lines := bufio.NewReader(stdout)
+		if l, err := lines.ReadString('\n'); err != nil || l != "ready\n" {
+			t.Fatalf("first line: %q %v", l, err)
+		}
+		cpid := m.cpidOf(t, "trapint.sh")
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node3")
+		// The caller's ssi run (inside node2) gets the ^C.
+		out, err := exec.Command("pgrep", "-f", "^"+regexpQuote(ssiBin)+" run -- "+regexpQuote(script)).Output()
+		pids := strings.Fields(string(out))
+		if err != nil || len(pids) != 1 {
+			t.Fatalf("finding ssi run: %q %v", out, err)
+		}
+		pid, _ := strconv.Atoi(pids[0])
+		if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := lines.ReadString('\n'); err != nil || l != "caught INT\n" {
+			t.Fatalf("after ^C: %q %v", l, err)
+		}
+		err = cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
+			t.Fatalf("ssi run exit: %v, want 42", err)
+		}
+	})
+
 	t.Run("a tree with a pipe and a daemon move", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
 		tree := m.script(t, "tree.sh",
