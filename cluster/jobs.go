@@ -74,6 +74,7 @@ func (a *Agent) superviseJob(j *job) {
 		exit = &code
 	}
 	a.forgetJobRecord(j.cpid)
+	go removeJobCgroup(j.cpid)
 	a.jobsMu.Lock()
 	if a.jobs[j.cpid] == j {
 		delete(a.jobs, j.cpid)
@@ -150,7 +151,18 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		closeAll(ours[:])
+		closeAll(theirs)
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	defer gateW.Close()
+	cmd.ExtraFiles = []*os.File{gateR}
+	cmd.Env = append(cmd.Env, "SSI_JOB_GO=3")
 	err = cmd.Start()
+	gateR.Close()
 	// Their write ends live in the job now; our read end of stdin stays
 	// open: it is how stdin not yet read is taken back for a move.
 	closeAll(theirs[min(1, len(theirs)):])
@@ -172,6 +184,12 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		closeAll(ours[:])
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("registering the process: %w", err))
 		return
+	}
+	if err := enterJobCgroup(res.CPID, cmd.Process.Pid); err != nil {
+		a.log.Warn("the job's cgroup", "cpid", res.CPID, "err", err)
+	}
+	if _, err := gateW.Write([]byte{1}); err != nil {
+		a.log.Warn("letting the job start", "cpid", res.CPID, "err", err)
 	}
 	j := &job{cpid: res.CPID, proc: cmd.Process}
 	if !req.Attach {

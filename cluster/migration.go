@@ -710,6 +710,9 @@ func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, pr
 		j.hold.pid = j.pid
 		j.hold.start()
 	}
+	if err := enterJobCgroup(hdr.CPID, migrate.Tree(pid)...); err != nil {
+		log.Warn("the job's cgroup", "err", err)
+	}
 	a.addJob(j)
 	_ = migrate.SignalTree(pid, syscall.SIGCONT)
 	log.Info("process arrived", "pid", pid)

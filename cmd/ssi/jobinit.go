@@ -39,6 +39,18 @@ func jobInit(argv []string) (int, error) {
 	// PID 1 ignores signals it has no handler for: forward them.
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2)
+	// The agent first puts this init in the job's cgroup, then lets it
+	// start the command, so that the whole job is in it from the start.
+	if os.Getenv("SSI_JOB_GO") == "3" {
+		gate := os.NewFile(3, "job-go")
+		b := make([]byte, 1)
+		n, _ := gate.Read(b)
+		gate.Close()
+		os.Unsetenv("SSI_JOB_GO")
+		if n != 1 {
+			return 1, errors.New("job: the agent did not let it start")
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {

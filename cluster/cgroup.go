@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Every cluster process gets its own cgroup under the agent's (the
+// node's), in each hierarchy that accounts for or limits resources, so
+// that what it uses can be read and limited apart from the agent and
+// from other jobs, on its home node and wherever it moves.
+
+// jobControllers are the v1 hierarchies a job gets a cgroup in.
+var jobControllers = map[string]bool{"cpu": true, "cpuacct": true, "cpu,cpuacct": true, "memory": true, "pids": true}
+
+// jobCgroupDirs are the directories of job cpid's cgroup, one per
+// hierarchy, under this process's own cgroups. Missing hierarchies are
+// skipped: a job without cgroups still runs.
+func jobCgroupDirs(cpid int) []string {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil
+	}
+	name := "ssi-job-" + strconv.Itoa(cpid)
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		var root string
+		switch {
+		case f[0] == "0" && f[1] == "":
+			// cgroup v2: only when it is the only hierarchy mounted.
+			if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+				continue
+			}
+			root = "/sys/fs/cgroup"
+		case jobControllers[f[1]]:
+			root = filepath.Join("/sys/fs/cgroup", f[1])
+		default:
+			continue
+		}
+		if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+			continue
+		}
+		out = append(out, filepath.Join(root, f[2], name))
+	}
+	return out
+}
+
+// enterJobCgroup creates job cpid's cgroups and moves pids into them.
+func enterJobCgroup(cpid int, pids ...int) error {
+	var errs []error
+	for _, d := range jobCgroupDirs(cpid) {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			errs = append(errs, err)
+			continue
+		}
+		for _, pid := range pids {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil &&
+				!errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("%s: %w", d, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeJobCgroup removes job cpid's cgroups once they are empty; a task
+// still exiting keeps one busy for a moment.
+func removeJobCgroup(cpid int) {
+	for _, d := range jobCgroupDirs(cpid) {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := syscall.Rmdir(d)
+			if err == nil || errors.Is(err, syscall.ENOENT) || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
