@@ -60,7 +60,7 @@ func (h *recordingHome) expectIdle(t *testing.T) {
 // failure once.
 func TestHomeBatchesPipeline(t *testing.T) {
 	h := newRecordingHome()
-	f := &homeFS{h: h, pending: map[uint64]*batch{}}
+	f := newHomeFS(h)
 	ctx := context.Background()
 	full := make([]byte, maxBatch)
 
@@ -113,5 +113,41 @@ func TestHomeBatchesPipeline(t *testing.T) {
 	// The first two do not overlap: they may land in either order.
 	if len(h.landed) != 3 || h.landed[0][0].Off+h.landed[1][0].Off != maxBatch || h.landed[2][0].Off != 10*maxBatch {
 		t.Fatalf("landed %d batches, not the first two then the last", len(h.landed))
+	}
+}
+
+// Scattered small writes end a batch at maxExtents extents (an entry
+// holds at most 65536), and such batches travel one at a time.
+func TestHomeBatchesScattered(t *testing.T) {
+	h := newRecordingHome()
+	f := newHomeFS(h)
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 2*maxExtents; i++ {
+			// Even bytes first, then the odd ones in between.
+			off := uint64(i%maxExtents)*2 + uint64(i/maxExtents)
+			if err := f.add(ctx, 3, off, []byte("x")); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var first []Extent
+	select {
+	case first = <-h.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no batch was sent")
+	}
+	if len(first) != maxExtents {
+		t.Fatalf("a batch of %d extents, want %d", len(first), maxExtents)
+	}
+	h.expectIdle(t) // the second lies within the first's span: it waits
+	h.release <- nil
+	h.expectStarted(t, 1)
+	h.release <- nil
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

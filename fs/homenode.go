@@ -20,6 +20,10 @@ const inoHomeBase = 0xC << 60
 // as one entry: one Raft entry per FUSE write would be slow.
 const maxBatch = 1 << 20
 
+// maxExtents also ends a batch: scattered small writes make many extents,
+// and an entry holds at most 65536 of them.
+const maxExtents = 4096
+
 // maxFlight bounds the full batches of one inode that are on their way
 // to the quorum at once. While they travel, the writer goes on filling the
 // next one, and the leader stores several in one log write (group
@@ -64,22 +68,18 @@ type batch struct {
 
 // flight is one batch on its way to the quorum.
 type flight struct {
-	extents []Extent
-	done    chan struct{}
-	err     error // set before done is closed
+	lo, hi uint64 // the bytes it writes lie in [lo, hi)
+	done   chan struct{}
+	err    error // set before done is closed
 }
 
-// overlaps reports whether f writes any byte that ext writes: such
-// batches must reach the log in order, so the later one waits.
-func (f *flight) overlaps(ext []Extent) bool {
-	for _, a := range f.extents {
-		for _, b := range ext {
-			if a.Off < b.Off+uint64(len(b.Data)) && b.Off < a.Off+uint64(len(a.Data)) {
-				return true
-			}
-		}
+// span returns the range that holds every byte ext writes.
+func span(ext []Extent) (lo, hi uint64) {
+	lo = ^uint64(0)
+	for _, e := range ext {
+		lo, hi = min(lo, e.Off), max(hi, e.Off+uint64(len(e.Data)))
 	}
-	return false
+	return lo, hi
 }
 
 func (f *homeFS) batchOf(ino uint64) *batch {
@@ -117,13 +117,17 @@ func (f *homeFS) add(ctx context.Context, ino uint64, off uint64, data []byte) e
 // sendLocked sends a full batch without waiting for its commit, once no
 // earlier flight writes the same bytes and fewer than maxFlight travel.
 func (f *homeFS) sendLocked(ctx context.Context, ino uint64, b *batch) error {
-	if b.size < maxBatch {
+	if b.size < maxBatch && len(b.extents) < maxExtents {
 		return nil
 	}
 	ext := b.extents
 	b.extents, b.size = nil, 0
+	// Batches that may write the same bytes must reach the log in order:
+	// the later one waits. Spans keep the check cheap; scattered writes
+	// overlap and so go one batch at a time, sequential ones do not.
+	lo, hi := span(ext)
 	for i := len(b.flying) - 1; i >= 0; i-- {
-		if b.flying[i].overlaps(ext) {
+		if fl := b.flying[i]; fl.lo < hi && lo < fl.hi {
 			b.wait(i + 1)
 			break
 		}
@@ -131,7 +135,7 @@ func (f *homeFS) sendLocked(ctx context.Context, ino uint64, b *batch) error {
 	if len(b.flying) >= maxFlight {
 		b.wait(len(b.flying) - maxFlight + 1)
 	}
-	fl := &flight{extents: ext, done: make(chan struct{})}
+	fl := &flight{lo: lo, hi: hi, done: make(chan struct{})}
 	b.flying = append(b.flying, fl)
 	// The request's context ends with this write; the batch outlives it
 	// and the backend bounds how long it waits.
