@@ -12,12 +12,18 @@ import (
 )
 
 // Every cluster process gets its own cgroup under the agent's (the
-// node's), in each hierarchy that accounts for or limits resources, so
+// node's), in the hierarchies that account for or limit resources, so
 // that what it uses can be read and limited apart from the agent and
 // from other jobs, on its home node and wherever it moves.
 
-// jobControllers are the v1 hierarchies a job gets a cgroup in.
-var jobControllers = map[string]bool{"cpu": true, "cpuacct": true, "cpu,cpuacct": true, "memory": true, "pids": true}
+// jobControllers are the v1 hierarchies a job gets a cgroup in. Not the
+// cpu controller: Go programs (1.25 and later) keep their cgroup's CPU
+// quota file open, and a job's own cgroup is removed from a node when the
+// job leaves it, so the next checkpoint would find an open file that is
+// gone. In the node's cgroup, that file exists wherever the job goes. For
+// the same reason there are no job cgroups on a unified (v2) hierarchy,
+// where cpu.max lives in every cgroup.
+var jobControllers = map[string]bool{"cpuacct": true, "memory": true, "pids": true}
 
 // jobCgroupDirs are the directories of job cpid's cgroup, one per
 // hierarchy, under this process's own cgroups. Missing hierarchies are
@@ -34,19 +40,10 @@ func jobCgroupDirs(cpid int) []string {
 		if len(f) != 3 {
 			continue
 		}
-		var root string
-		switch {
-		case f[0] == "0" && f[1] == "":
-			// cgroup v2: only when it is the only hierarchy mounted.
-			if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
-				continue
-			}
-			root = "/sys/fs/cgroup"
-		case jobControllers[f[1]]:
-			root = filepath.Join("/sys/fs/cgroup", f[1])
-		default:
+		if !jobControllers[f[1]] {
 			continue
 		}
+		root := filepath.Join("/sys/fs/cgroup", f[1])
 		if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
 			continue
 		}
