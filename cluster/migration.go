@@ -527,6 +527,11 @@ func (a *Agent) serveMigrationConn(conn net.Conn) {
 		if s == nil {
 			return
 		}
+		// Only the node the process runs on holds its stdio.
+		if peer := transport.PeerName(conn); !a.runsOn(hdr.CPID, peer) {
+			a.log.Warn("refusing a stdio stream", "cpid", hdr.CPID, "peer", peer)
+			return
+		}
 		s.serveHolder(c)
 	case "move":
 		a.receiveMove(conn, c, hdr)
@@ -785,4 +790,24 @@ func (a *Agent) findProc(ctx context.Context, s *raftstore.Store, cpid int) (raf
 		return raftstore.Proc{}, false
 	}
 	return s.Proc(cpid)
+}
+
+// runsOn reports whether the agreed state places cpid on node, catching
+// up with the leader once if this replica says otherwise (a move may have
+// just committed).
+func (a *Agent) runsOn(cpid int, node string) bool {
+	s, err := a.member()
+	if err != nil {
+		return false
+	}
+	if p, ok := s.Proc(cpid); ok && p.Node == node {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if a.catchUp(ctx) != nil {
+		return false
+	}
+	p, ok := s.Proc(cpid)
+	return ok && p.Node == node
 }
