@@ -109,7 +109,13 @@ func (f *homeFS) add(ctx context.Context, ino uint64, off uint64, data []byte) e
 			return f.sendLocked(ctx, ino, b)
 		}
 	}
-	b.extents = append(b.extents, Extent{Off: off, Data: append([]byte(nil), data...)})
+	// A large write starts what is likely a sequential batch: room for the
+	// whole batch now saves copying it again at each doubling.
+	buf := make([]byte, 0, len(data))
+	if len(data) >= 64<<10 && len(b.extents) == 0 {
+		buf = make([]byte, 0, max(len(data), maxBatch))
+	}
+	b.extents = append(b.extents, Extent{Off: off, Data: append(buf, data...)})
 	b.size += len(data)
 	return f.sendLocked(ctx, ino, b)
 }

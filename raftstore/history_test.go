@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"bytes"
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,5 +71,34 @@ func TestNodeRemoveEndsItsProcesses(t *testing.T) {
 	}
 	if s.procs[3] == nil {
 		t.Fatal("a process elsewhere went too")
+	}
+}
+
+// A second store on a data dir in use fails at once instead of hanging
+// on the log's files.
+func TestDataDirInUseFailsFast(t *testing.T) {
+	c := newCluster(t, 1)
+	nd := c.nodes[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		s, err := Open(Config{NodeID: "again", Addr: ln.Addr().String(), DataDir: nd.dir, Layer: tcpLayer{ln},
+			Logger: c.log})
+		if err == nil {
+			_ = s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("second open: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second open of a data dir in use hangs")
 	}
 }
