@@ -10,8 +10,12 @@ SSI=$PWD/bin/ssi
 SIZES=${BENCH_MIG_MIB:-16 256 1024}
 LAB=benchm
 # Images in flight live in criu.work_dir; the floor uses the same place.
-export SSI_CRIU_WORK_DIR=${SSI_CRIU_WORK_DIR:-/dev/shm/ssi-criu}
-cleanup() { "$SSI" lab --name "$LAB" down >/dev/null 2>&1 || true; }
+own_work=
+if [ -z "${SSI_CRIU_WORK_DIR:-}" ]; then export SSI_CRIU_WORK_DIR=/dev/shm/ssi-criu-bench own_work=1; fi
+cleanup() {
+  "$SSI" lab --name "$LAB" down >/dev/null 2>&1 || true
+  if [ -n "$own_work" ]; then rm -rf "$SSI_CRIU_WORK_DIR"; fi
+}
 trap cleanup EXIT
 SSI_LAB_SUBNET=10.213.24.0/24 "$SSI" lab --name "$LAB" up --nodes 2 >/dev/null
 in1() { "$SSI" lab --name "$LAB" exec node1 -- "$@"; }
