@@ -30,34 +30,50 @@ type jobRecord struct {
 	CPID  int    `json:"cpid"`
 	Pid   int    `json:"pid"`
 	Start uint64 `json:"start"` // clock ticks after boot (/proc/PID/stat)
+	// Arriving: restored here, stopped, before the move's outcome was
+	// known. A new agent settles the move and resumes or kills it.
+	Arriving bool `json:"arriving,omitempty"`
 }
 
 func (a *Agent) jobsDir() string { return filepath.Join(a.cfg.DataDir, "jobs") }
 
 // recordJob writes j's record; a job without one would be lost by the
 // next agent, so failures are logged loudly.
-func (a *Agent) recordJob(j *job) {
-	start, ok := procStart(j.pid())
+func (a *Agent) recordJob(j *job) { a.writeJobRecord(j.cpid, j.pid(), false) }
+
+func (a *Agent) writeJobRecord(cpid, pid int, arriving bool) {
+	start, ok := procStart(pid)
 	if !ok {
 		return
 	}
-	b, _ := json.Marshal(jobRecord{CPID: j.cpid, Pid: j.pid(), Start: start})
+	b, _ := json.Marshal(jobRecord{CPID: cpid, Pid: pid, Start: start, Arriving: arriving})
 	dir := a.jobsDir()
-	tmp := filepath.Join(dir, fmt.Sprintf(".%d.tmp", j.cpid))
+	tmp := filepath.Join(dir, fmt.Sprintf(".%d.tmp", cpid))
 	err := os.MkdirAll(dir, 0o700)
 	if err == nil {
 		err = os.WriteFile(tmp, b, 0o600)
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, strconv.Itoa(j.cpid)))
+		err = os.Rename(tmp, filepath.Join(dir, strconv.Itoa(cpid)))
 	}
 	if err != nil {
-		a.log.Error("recording a job for the next agent", "cpid", j.cpid, "err", err)
+		a.log.Error("recording a job for the next agent", "cpid", cpid, "err", err)
 	}
 }
 
 func (a *Agent) forgetJobRecord(cpid int) {
 	_ = os.Remove(filepath.Join(a.jobsDir(), strconv.Itoa(cpid)))
+}
+
+// forgetJobRecordOf forgets cpid's record only if it is pid's: the same
+// cpid may have come back to this node under another pid meanwhile.
+func (a *Agent) forgetJobRecordOf(cpid, pid int) {
+	b, err := os.ReadFile(filepath.Join(a.jobsDir(), strconv.Itoa(cpid)))
+	var rec jobRecord
+	if err == nil && json.Unmarshal(b, &rec) == nil && rec.Pid != pid {
+		return
+	}
+	a.forgetJobRecord(cpid)
 }
 
 // procStart is a process's start time in clock ticks after boot.
@@ -158,7 +174,21 @@ func (a *Agent) adopt(ctx context.Context, s *raftstore.Store, rec jobRecord) er
 		a.forgetJobRecord(rec.CPID)
 		return nil
 	}
-	if m, moving := s.Migration(rec.CPID); moving && m.From == a.cfg.NodeName {
+	if m, moving := s.Migration(rec.CPID); moving && rec.Arriving && m.To == a.cfg.NodeName {
+		// Restored here before the agent died: the restore worked, so
+		// this side asks for the commit, as a destination that lost its
+		// source does.
+		committed, err := a.settle(rec.CPID, m.ID, m.To, true, &raftstore.MoveStats{
+			Reason: "the destination's agent restarted", EndedAt: time.Now()})
+		if err != nil {
+			return err
+		}
+		if !committed {
+			_ = migrate.SignalTree(rec.Pid, syscall.SIGKILL)
+			a.forgetJobRecord(rec.CPID)
+			return nil
+		}
+	} else if moving && m.From == a.cfg.NodeName {
 		committed, err := a.settle(rec.CPID, m.ID, m.To, false, &raftstore.MoveStats{
 			Reason: "the source's agent restarted", EndedAt: time.Now()})
 		if err != nil {
@@ -178,6 +208,9 @@ func (a *Agent) adopt(ctx context.Context, s *raftstore.Store, rec jobRecord) er
 	proc, err := os.FindProcess(rec.Pid)
 	if err != nil {
 		return err
+	}
+	if p, _ := s.Proc(rec.CPID); rec.Arriving || p.Node == a.cfg.NodeName {
+		_ = enterJobCgroup(rec.CPID, migrate.Tree(rec.Pid)...)
 	}
 	_ = migrate.SignalTree(rec.Pid, syscall.SIGCONT)
 	a.log.Info("adopted a running process", "cpid", rec.CPID, "pid", rec.Pid)

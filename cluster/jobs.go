@@ -73,7 +73,7 @@ func (a *Agent) superviseJob(j *job) {
 		}
 		exit = &code
 	}
-	a.forgetJobRecord(j.cpid)
+	a.forgetJobRecordOf(j.cpid, j.pid())
 	go removeJobCgroup(j.cpid)
 	a.jobsMu.Lock()
 	if a.jobs[j.cpid] == j {

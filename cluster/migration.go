@@ -664,6 +664,9 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frRestored, perr.Error())
 		return
 	}
+	// Should this agent die before the verdict, the next one settles it.
+	a.writeJobRecord(hdr.CPID, r.Pid, true)
+	crashPoint("restored")
 	log.Info("restored, waiting for the verdict", "pid", r.Pid, "receive", received.Round(time.Millisecond),
 		"restore", restored.Round(time.Millisecond), "criu_restore", r.Restore.Round(time.Millisecond))
 	if err := c.sendJSON(frRestored, restoreReply{OK: true, Pid: r.Pid}); err != nil {
@@ -686,6 +689,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		}
 	} else {
 		won = d.Commit
+		crashPoint("verdict")
 	}
 	if a.landed(log, hdr, won, r.Pid, proc, ours, &st) {
 		_ = c.send(frDone, nil)
@@ -707,6 +711,7 @@ func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, pr
 		_ = migrate.SignalTree(pid, syscall.SIGKILL)
 		_, _ = proc.Wait()
 		closeOurs()
+		a.forgetJobRecord(hdr.CPID)
 		return false
 	}
 	j := &job{cpid: hdr.CPID, proc: proc}
@@ -810,4 +815,14 @@ func (a *Agent) runsOn(cpid int, node string) bool {
 	}
 	p, ok := s.Proc(cpid)
 	return ok && p.Node == node
+}
+
+// crashPoint kills this agent at a named step of an arrival when the
+// environment asks for it (SSI_CRASH_AT=restored|verdict): how the tests
+// crash a destination at an exact point of a move.
+func crashPoint(name string) {
+	if os.Getenv("SSI_CRASH_AT") == name {
+		fmt.Fprintf(os.Stderr, "ssi agent: crashing at %q (SSI_CRASH_AT)\n", name)
+		os.Exit(99)
+	}
 }

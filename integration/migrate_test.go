@@ -455,6 +455,75 @@ func TestMigration(t *testing.T) {
 		}
 	})
 
+	t.Run("a destination agent crashes mid-arrival", func(t *testing.T) {
+		m := &migLab{clusterLab: c.with(t), dir: m.dir}
+		c.agree("node1", three, 30*time.Second)
+		// A host file: node2's /cluster goes away with its agent.
+		out := filepath.Join(m.dir, "arrive.txt")
+		counter := m.script(t, "counter5.sh",
+			"i=0\nwhile :; do i=$((i+1)); echo $i >> "+out+"; sleep 0.1; done\n")
+		cpid := m.runDetached(t, "node1", counter)
+		counted := func() int {
+			b, _ := os.ReadFile(out)
+			n, ok := countsInOrder(string(b))
+			if !ok {
+				t.Fatalf("arrive.txt is not 1..n in order (a copy ran twice?):\n%s", b)
+			}
+			return n
+		}
+		copies := func() int {
+			out, _ := exec.Command("pgrep", "-c", "-f", "^/bin/bash "+regexpQuote(counter)).Output()
+			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			return n
+		}
+		grows := func(what string) {
+			n := counted()
+			eventually(t, what, 20*time.Second, func() bool { return counted() > n+3 })
+		}
+		restart := func(env ...string) {
+			b, err := os.ReadFile(filepath.Join("/var/lib/ssi-lab", c.name, "node2", "agent.pid"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			if r := ssi(t, append(append([]string{}, m.env...), env...), m.args("start", "node2")...); r.code != 0 {
+				t.Fatalf("lab start node2: %s", r.err)
+			}
+			c.agree("node1", three, 30*time.Second)
+		}
+		grows("the counter to start")
+
+		// Crash after the restore, before the verdict: the move is
+		// aborted, the process goes on at node1, and node2's next agent
+		// kills the stopped copy it finds.
+		restart("SSI_CRASH_AT=restored")
+		if r := m.ssi("exec", "node1", "--", ssiBin, "migrate", cpid, "node2"); r.code == 0 {
+			t.Fatal("the move succeeded although its destination crashed before the verdict")
+		}
+		if got := m.where("node3", cpid); got != "node1" {
+			t.Fatalf("after the crash before the verdict, where reads %q", got)
+		}
+		grows("the process to go on at node1")
+		restart()
+		eventually(t, "node2's next agent to kill the stopped copy", 20*time.Second, func() bool { return copies() == 1 })
+
+		// Crash after a commit, before resuming: the process is node2's,
+		// and node2's next agent resumes it.
+		restart("SSI_CRASH_AT=verdict")
+		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
+		if got := m.where("node3", cpid); got != "node2" {
+			t.Fatalf("after the committed move, where reads %q", got)
+		}
+		restart()
+		grows("the process to go on at node2 under its next agent")
+		if n := copies(); n != 1 {
+			t.Fatalf("%d copies run", n)
+		}
+		m.must("exec", "node3", "--", ssiBin, "kill", "-s", "KILL", cpid)
+		eventually(t, "the process to end", 20*time.Second, func() bool { return copies() == 0 })
+	})
+
 	t.Run("destination dies mid-move", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
 		c.agree("node1", three, 30*time.Second)
