@@ -178,23 +178,23 @@ func (a *Agent) adopt(ctx context.Context, s *raftstore.Store, rec jobRecord) er
 		// Restored here before the agent died: the restore worked, so
 		// this side asks for the commit, as a destination that lost its
 		// source does.
-		committed, err := a.settle(rec.CPID, m.ID, m.To, true, &raftstore.MoveStats{
+		o, err := a.settle(rec.CPID, m.ID, true, &raftstore.MoveStats{
 			Reason: "the destination's agent restarted", EndedAt: time.Now()})
 		if err != nil {
 			return err
 		}
-		if !committed {
+		if o != committed {
 			_ = migrate.SignalTree(rec.Pid, syscall.SIGKILL)
 			a.forgetJobRecord(rec.CPID)
 			return nil
 		}
 	} else if moving && m.From == a.cfg.NodeName {
-		committed, err := a.settle(rec.CPID, m.ID, m.To, false, &raftstore.MoveStats{
+		o, err := a.settle(rec.CPID, m.ID, false, &raftstore.MoveStats{
 			Reason: "the source's agent restarted", EndedAt: time.Now()})
 		if err != nil {
 			return err
 		}
-		if committed {
+		if o != aborted {
 			_ = migrate.SignalTree(rec.Pid, syscall.SIGKILL)
 			a.forgetJobRecord(rec.CPID)
 			return nil

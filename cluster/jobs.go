@@ -78,6 +78,7 @@ func (a *Agent) superviseJob(j *job) {
 	a.jobsMu.Lock()
 	if a.jobs[j.cpid] == j {
 		delete(a.jobs, j.cpid)
+		delete(a.lastFailure, j.cpid)
 	}
 	a.jobsMu.Unlock()
 	j.mu.Lock()
@@ -203,10 +204,14 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 			stdioUpgrade + "\r\n\r\n"))
 	}
 	if err != nil {
-		// No caller to attach to: the job goes on detached, stdin closed.
+		// The caller is gone before it could see anything: its process
+		// has no one to talk to and ends.
 		a.log.Warn("attached run: switching to the stdio stream", "cpid", res.CPID, "err", err)
-		_ = ours[0].Close()
-		closeAll(ours[1:])
+		if conn != nil {
+			conn.Close()
+		}
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		closeAll(ours[:])
 		a.addJob(j)
 		return
 	}

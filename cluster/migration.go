@@ -156,7 +156,9 @@ func (a *Agent) handlePeerMigrate(w http.ResponseWriter, r *http.Request) {
 		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
 		return
 	}
-	if err := a.Migrate(r.Context(), req.CPID, req.Target, req.UID); err != nil {
+	// A caller that goes away must not cut a move short: the process
+	// may be stopped in the middle of it.
+	if err := a.Migrate(context.WithoutCancel(r.Context()), req.CPID, req.Target, req.UID); err != nil {
 		writeMigrateErr(w, err)
 		return
 	}
@@ -175,7 +177,7 @@ func (a *Agent) handleLocalMigrate(w http.ResponseWriter, r *http.Request) {
 		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
 		return
 	}
-	if err := a.Migrate(r.Context(), req.CPID, req.Target, uid); err != nil {
+	if err := a.Migrate(context.WithoutCancel(r.Context()), req.CPID, req.Target, uid); err != nil {
 		writeMigrateErr(w, err)
 		return
 	}
@@ -246,9 +248,12 @@ func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error)
 		return fsError(err)
 	}
 	m := &moveOut{a: a, j: j, id: id, to: to, addr: n.Addr, start: start}
-	committed, err := m.run(ctx)
-	a.metrics.moved(committed, m.frozen, time.Since(start), m.bytes)
-	if committed {
+	moved, err := m.run(ctx)
+	a.metrics.moved(moved, m.frozen, time.Since(start), m.bytes)
+	if moved {
+		a.jobsMu.Lock()
+		delete(a.lastFailure, cpid)
+		a.jobsMu.Unlock()
 		a.log.Info("migrated", append([]any{"cpid", cpid, "to", to, "frozen", m.frozen, "total", time.Since(start),
 			"bytes", m.bytes}, m.phases...)...)
 		return nil
@@ -273,7 +278,7 @@ type moveOut struct {
 
 // run performs the move; it returns whether the process now runs on the
 // destination. On false, the process runs here again.
-func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
+func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	a, j := m.a, m.j
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
@@ -299,23 +304,27 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		}
 		stats := &raftstore.MoveStats{Reason: reason, Frozen: m.frozen, Total: time.Since(m.start),
 			Bytes: m.bytes, EndedAt: time.Now()}
-		committed, err := a.settle(m.j.cpid, m.id, m.to, false, stats)
+		o, err := a.settle(m.j.cpid, m.id, false, stats)
 		if err != nil {
 			// Nobody knows yet who won: the copy here stays stopped until
 			// the agreed state says.
-			a.settleLater(m.j.cpid, m.id, m.to, false, stats, func(committed bool) {
-				if committed {
-					m.finishHere()
-				} else {
+			a.settleLater(m.j.cpid, m.id, false, stats, func(o outcome) {
+				if o == aborted {
 					resume()
+				} else {
+					m.finishHere()
 				}
 			})
 			return false, fmt.Errorf("%w: %v; the outcome is not known yet (%v)", fs.ErrNoQuorum, cause, err)
 		}
-		if committed {
+		switch o {
+		case committed:
 			// The destination committed: it runs there.
 			m.finishHere()
 			return true, nil
+		case gone:
+			m.finishHere()
+			return false, fmt.Errorf("%w: process %d was removed during its move", fs.ErrNoProcess, m.j.cpid)
 		}
 		resume()
 		return false, cause
@@ -377,7 +386,9 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		}
 	}
 	if err != nil {
-		// CRIU resumes the tree when a dump fails.
+		// CRIU resumes the tree when a dump fails, unless it was killed
+		// itself: resuming again is harmless.
+		_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
 		stopped = time.Time{}
 		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
 	}
@@ -409,12 +420,12 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 	m.frozen = time.Since(stopped)
 	m.phases = append(m.phases, "restored", m.frozen.Round(time.Millisecond))
 	stats := &raftstore.MoveStats{Frozen: m.frozen, Total: time.Since(m.start), Bytes: m.bytes, EndedAt: time.Now()}
-	won, err := a.settle(j.cpid, m.id, m.to, true, stats)
+	o, err := a.settle(j.cpid, m.id, true, stats)
 	if err != nil {
 		// Unknown outcome: the copy here stays stopped (and the one there,
 		// which waits for our verdict or the agreed state) until it is known.
-		a.settleLater(j.cpid, m.id, m.to, true, stats, func(committed bool) {
-			if committed {
+		a.settleLater(j.cpid, m.id, true, stats, func(o outcome) {
+			if o != aborted {
 				m.finishHere()
 			} else {
 				_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
@@ -425,9 +436,13 @@ func (m *moveOut) run(ctx context.Context) (committed bool, err error) {
 		})
 		return false, fmt.Errorf("%w: the outcome could not be recorded yet: %v", fs.ErrNoQuorum, err)
 	}
-	_ = c.sendJSON(frDecision, decision{Commit: won})
-	if !won {
+	_ = c.sendJSON(frDecision, decision{Commit: o == committed})
+	switch o {
+	case aborted:
 		return fail(errors.New("aborted by the destination"))
+	case gone:
+		m.finishHere()
+		return false, fmt.Errorf("%w: process %d was removed during its move", fs.ErrNoProcess, j.cpid)
 	}
 	m.finishHere()
 	_ = c.expect(frDone, nil)
@@ -448,31 +463,54 @@ func (m *moveOut) finishHere() {
 	}
 }
 
+// outcome is how a migration ended, as the agreed state says.
+type outcome int
+
+const (
+	aborted   outcome = iota // the process stays at its source
+	committed                // the process is at its destination
+	// gone: the migration ended with no record of how (the process was
+	// removed meanwhile). No copy may run: it is not the cluster's.
+	gone
+)
+
 // settle applies the end of migration id with the outcome we want and
-// returns the outcome that holds (true: the process is now on to): ours,
-// or the other side's if it ended the migration first. It retries while
+// returns the outcome that holds: ours, or the other side's if it ended
+// the migration first, read by id from the recent moves. It retries while
 // the cluster has no quorum; until the outcome is known no copy may run.
-func (a *Agent) settle(cpid int, id, to string, commit bool, st *raftstore.MoveStats) (bool, error) {
+func (a *Agent) settle(cpid int, id string, commit bool, st *raftstore.MoveStats) (outcome, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	want := aborted
+	if commit {
+		want = committed
+	}
 	for {
 		_, err := a.apply(ctx, raftstore.MigrationEnd{CPID: cpid, ID: id, Commit: commit, Stats: st})
 		if err == nil {
-			return commit, nil
+			return want, nil
 		}
 		if errors.Is(err, raftstore.ErrNotFound) {
 			// Already ended by the other side: read how.
 			if err := a.catchUp(ctx); err == nil {
 				s, _ := a.member()
 				if m, busy := s.Migration(cpid); !busy || m.ID != id {
-					p, ok := s.Proc(cpid)
-					return ok && p.Node == to, nil
+					moves := s.Moves()
+					for i := len(moves) - 1; i >= 0; i-- {
+						if moves[i].ID == id && moves[i].CPID == cpid {
+							if moves[i].Committed {
+								return committed, nil
+							}
+							return aborted, nil
+						}
+					}
+					return gone, nil
 				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return false, err
+			return aborted, err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -679,14 +717,16 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		// the commit (the restore worked).
 		log.Warn("no verdict from the source; settling through the cluster", "err", err)
 		stats := &raftstore.MoveStats{Reason: "source lost after restore", EndedAt: time.Now()}
-		won, err = a.settle(hdr.CPID, hdr.ID, a.cfg.NodeName, true, stats)
+		var o outcome
+		o, err = a.settle(hdr.CPID, hdr.ID, true, stats)
 		if err != nil {
 			log.Error("migration outcome unknown; the restored copy waits stopped", "err", err)
-			a.settleLater(hdr.CPID, hdr.ID, a.cfg.NodeName, true, stats, func(committed bool) {
-				a.landed(log, hdr, committed, r.Pid, proc, ours, &st)
+			a.settleLater(hdr.CPID, hdr.ID, true, stats, func(o outcome) {
+				a.landed(log, hdr, o == committed, r.Pid, proc, ours, &st)
 			})
 			return
 		}
+		won = o == committed
 	} else {
 		won = d.Commit
 		crashPoint("verdict")
@@ -768,12 +808,12 @@ func (a *Agent) startPageServer(ctx context.Context, c *frameConn, dir string) (
 // settleLater keeps asking the agreed state for the outcome of a move
 // whose outcome could not be learnt, then acts on it. It gives up only
 // when this agent leaves the cluster.
-func (a *Agent) settleLater(cpid int, id, to string, commit bool, st *raftstore.MoveStats, then func(committed bool)) {
+func (a *Agent) settleLater(cpid int, id string, commit bool, st *raftstore.MoveStats, then func(outcome)) {
 	go func() {
 		for {
-			committed, err := a.settle(cpid, id, to, commit, st)
+			o, err := a.settle(cpid, id, commit, st)
 			if err == nil {
-				then(committed)
+				then(o)
 				return
 			}
 			if errors.Is(err, raftstore.ErrClosed) || errors.Is(err, errNotMember) {

@@ -171,6 +171,7 @@ type holder struct {
 	signals []int
 	hc      *frameConn
 	conn    net.Conn
+	linkGen int // the running link's; a resume starts a new one
 	pumps   sync.WaitGroup
 	closed  bool
 	// detached is closed when the session acknowledges a detach.
@@ -270,9 +271,16 @@ func (h *holder) writer() {
 // link connects to the session and serves its frames, reconnecting
 // while the holder lives (the home agent may restart).
 func (h *holder) link() {
+	h.mu.Lock()
+	h.linkGen++
+	gen := h.linkGen
+	h.mu.Unlock()
+	// live: this link may go on (not closed, not paused, not replaced by
+	// a newer one after a resume).
+	live := func() bool { return !h.closed && !h.paused && h.linkGen == gen }
 	for {
 		h.mu.Lock()
-		if h.closed || h.paused {
+		if !live() {
 			h.mu.Unlock()
 			return
 		}
@@ -285,20 +293,27 @@ func (h *holder) link() {
 		}
 		hc := newFrameConn(conn)
 		h.mu.Lock()
-		if h.closed {
+		if !live() {
+			// A detach began while we dialled: its state was taken
+			// without this link, which must not take input now.
 			h.mu.Unlock()
 			conn.Close()
 			return
 		}
 		h.hc, h.conn = hc, conn
 		h.mu.Unlock()
-		h.serve(hc)
+		got := h.serve(hc)
 		h.mu.Lock()
 		if h.hc == hc {
 			h.hc, h.conn = nil, nil
 		}
 		h.mu.Unlock()
 		conn.Close()
+		if !got {
+			// Closed at once: no session there (its agent restarted,
+			// or it refuses us). Do not hammer it.
+			time.Sleep(time.Second)
+		}
 	}
 }
 
@@ -321,13 +336,15 @@ func (h *holder) dial() (net.Conn, error) {
 	return conn, nil
 }
 
-// serve handles the session's frames until the stream ends or detaches.
-func (h *holder) serve(hc *frameConn) {
+// serve handles the session's frames until the stream ends or detaches;
+// it reports whether any frame came.
+func (h *holder) serve(hc *frameConn) (got bool) {
 	for {
 		typ, b, err := hc.recv()
 		if err != nil {
-			return
+			return got
 		}
+		got = true
 		switch typ {
 		case frStdin:
 			h.mu.Lock()
@@ -350,7 +367,7 @@ func (h *holder) serve(hc *frameConn) {
 				h.detached = nil
 			}
 			h.mu.Unlock()
-			return
+			return got
 		}
 	}
 }
@@ -373,7 +390,7 @@ func (h *holder) signal(sig int) {
 // detach is called with the process frozen: it forwards everything the
 // process wrote, stops the session sending, and takes back the stdin the
 // process has not read. The holder can then be resumed or closed.
-func (h *holder) detach(ctx context.Context) (*stdioState, error) {
+func (h *holder) detach(ctx context.Context) (st *stdioState, err error) {
 	h.mu.Lock()
 	h.paused = true
 	h.cond.Broadcast()
@@ -382,13 +399,30 @@ func (h *holder) detach(ctx context.Context) (*stdioState, error) {
 		h.cond.Wait()
 	}
 	_ = h.stdinW.SetWriteDeadline(time.Time{})
-	hc := h.hc
+	hc, conn := h.hc, h.conn
 	var detached chan struct{}
 	if hc != nil {
 		detached = make(chan struct{})
 		h.detached = detached
 	}
 	h.mu.Unlock()
+	// A stalled caller must not keep the process frozen: sends to it end.
+	if conn != nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	}
+	defer func() {
+		if err != nil {
+			// The move will not happen: run on here as before.
+			h.mu.Lock()
+			back := &stdioState{Pending: h.queue, EOF: h.eof, Signals: h.signals}
+			h.queue, h.signals = nil, nil
+			h.mu.Unlock()
+			if conn != nil {
+				conn.Close()
+			}
+			h.resume(back)
+		}
+	}()
 
 	// Output: what the pumps have not read is still in the pipes.
 	_ = h.stdoutR.SetReadDeadline(time.Now())
@@ -420,11 +454,15 @@ func (h *holder) detach(ctx context.Context) (*stdioState, error) {
 	}
 	inPipe, err := drain(h.stdinR)
 	if err != nil {
+		// What was read is not lost: it goes back in front of the queue.
+		h.mu.Lock()
+		h.queue = append(inPipe, h.queue...)
+		h.mu.Unlock()
 		return nil, fmt.Errorf("draining stdin: %w", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := &stdioState{Pending: append(inPipe, h.queue...), EOF: h.eof, Signals: h.signals}
+	st = &stdioState{Pending: append(inPipe, h.queue...), EOF: h.eof, Signals: h.signals}
 	h.queue, h.signals = nil, nil
 	if h.conn != nil {
 		h.conn.Close()
