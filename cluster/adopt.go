@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -78,20 +77,8 @@ func (a *Agent) forgetJobRecordOf(cpid, pid int) {
 
 // procStart is a process's start time in clock ticks after boot.
 func procStart(pid int) (uint64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(f[19], 10, 64)
-	return v, err == nil
+	st, ok := migrate.ReadStat(pid)
+	return st.Start, ok
 }
 
 // adoptJobs runs once the node is a member: it retries until the cluster

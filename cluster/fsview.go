@@ -63,8 +63,7 @@ func (v fsView) SetAdmin(ctx context.Context, name string, value bool) error {
 }
 
 func (v fsView) Migrate(ctx context.Context, cpid int, target string, uid uint32) error {
-	// An interrupted writer must not cut a move short (see handleLocalMigrate).
-	return v.a.Migrate(context.WithoutCancel(ctx), cpid, target, uid)
+	return v.a.Migrate(ctx, cpid, target, uid)
 }
 
 func (v fsView) SetLock(ctx context.Context, cpid int, lock bool, uid uint32) error {

@@ -123,9 +123,6 @@ func (h homeBackend) Fresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.IsLeader() {
-		return nil
-	}
 	// Without a leader there is nothing fresher to wait for: a node that
 	// lost quorum serves reads from its replica as it is.
 	if _, addr := s.Leader(); addr == "" {
@@ -133,14 +130,7 @@ func (h homeBackend) Fresh(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, freshWait)
 	defer cancel()
-	var out struct {
-		Index uint64 `json:"index"`
-	}
-	if err := h.a.forward(ctx, "/v1/applied", struct{}{}, &out); err != nil {
-		h.a.log.Debug("open: serving the local replica", "err", err)
-		return nil
-	}
-	if err := s.WaitApplied(ctx, out.Index); err != nil {
+	if err := h.a.catchUp(ctx); err != nil {
 		h.a.log.Debug("open: serving the local replica", "err", err)
 	}
 	return nil

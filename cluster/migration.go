@@ -45,6 +45,10 @@ type MigrateRequest struct {
 // Migrate moves cpid to target on behalf of uid and returns when it is
 // done. Errors wrap fs's domain errors, which say the errno.
 func (a *Agent) Migrate(ctx context.Context, cpid int, target string, uid uint32) error {
+	// A caller that goes away (an interrupted writer, ssi migrate ^C, a
+	// peer's timeout) must not cut a move short: the process may be
+	// stopped in the middle of it.
+	ctx = context.WithoutCancel(ctx)
 	s, err := a.member()
 	if err != nil {
 		return fsError(err)
@@ -129,24 +133,13 @@ func (a *Agent) leastLoaded(s *raftstore.Store, current string) string {
 // postMigrate asks the agent where the process runs to move it.
 func (a *Agent) postMigrate(ctx context.Context, addr string, req MigrateRequest) error {
 	body, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/migrate", strings.NewReader(string(body)))
-	if err != nil {
-		return err
-	}
-	a.mu.RLock()
-	tr := a.peers.Transport
-	a.mu.RUnlock()
-	resp, err := (&http.Client{Transport: tr, Timeout: migrateTimeout}).Do(hreq)
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	err := a.postLong(ctx, addr, "/v1/migrate", body, nil)
+	if errors.Is(err, errRetry) {
 		return fmt.Errorf("%w: asking %s: %v", fs.ErrNodeDown, addr, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
-	var e apiError
-	_ = json.NewDecoder(resp.Body).Decode(&e)
-	return errnoError(e.Errno, e.Error)
+	return err
 }
 
 // handlePeerMigrate moves a process that runs here, for another node.
@@ -156,9 +149,7 @@ func (a *Agent) handlePeerMigrate(w http.ResponseWriter, r *http.Request) {
 		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
 		return
 	}
-	// A caller that goes away must not cut a move short: the process
-	// may be stopped in the middle of it.
-	if err := a.Migrate(context.WithoutCancel(r.Context()), req.CPID, req.Target, req.UID); err != nil {
+	if err := a.Migrate(r.Context(), req.CPID, req.Target, req.UID); err != nil {
 		writeMigrateErr(w, err)
 		return
 	}
@@ -177,7 +168,7 @@ func (a *Agent) handleLocalMigrate(w http.ResponseWriter, r *http.Request) {
 		writeMigrateErr(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
 		return
 	}
-	if err := a.Migrate(context.WithoutCancel(r.Context()), req.CPID, req.Target, uid); err != nil {
+	if err := a.Migrate(r.Context(), req.CPID, req.Target, uid); err != nil {
 		writeMigrateErr(w, err)
 		return
 	}

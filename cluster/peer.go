@@ -183,6 +183,20 @@ func (a *Agent) post(ctx context.Context, addr, path string, body []byte, out an
 	a.mu.RLock()
 	c := a.peers
 	a.mu.RUnlock()
+	return a.postWith(ctx, c, addr, path, body, out)
+}
+
+// postLong is post without the peer client's timeout, for requests that
+// last as long as what they do (a migration); ctx bounds them.
+func (a *Agent) postLong(ctx context.Context, addr, path string, body []byte, out any) error {
+	a.mu.RLock()
+	c := *a.peers
+	a.mu.RUnlock()
+	c.Timeout = 0
+	return a.postWith(ctx, &c, addr, path, body, out)
+}
+
+func (a *Agent) postWith(ctx context.Context, c *http.Client, addr, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -206,6 +220,9 @@ func (a *Agent) post(ctx context.Context, addr, path string, body []byte, out an
 	}
 	if e.Error == "" {
 		e.Error = resp.Status
+	}
+	if e.Errno != "" {
+		return errnoError(e.Errno, e.Error)
 	}
 	if rerr := raftstore.ErrorFromCode(e.Code, e.Error); rerr != nil {
 		return rerr

@@ -11,7 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"os/user"
 	"strconv"
 	"syscall"
 	"time"
@@ -378,9 +378,9 @@ func (a *Agent) jobSamples(prev map[int]procCPU, now time.Time) (map[int]ProcSam
 		ps := ProcSample{Pid: j.pid()}
 		var ticks uint64
 		for _, pid := range migrate.Tree(j.pid()) {
-			t, rss := procStat(pid)
-			ticks += t
-			ps.RSS += rss
+			st, _ := migrate.ReadStat(pid)
+			ticks += st.Ticks
+			ps.RSS += st.RSS
 		}
 		next[j.cpid] = procCPU{ticks: ticks, at: now}
 		if p, ok := prev[j.cpid]; ok && now.After(p.at) && ticks >= p.ticks {
@@ -407,37 +407,10 @@ type procCPU struct {
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times.
 const clockTicks = 100
 
-// procStat reads a process's CPU ticks (user+system) and resident bytes.
-func procStat(pid int) (ticks, rss uint64) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, 0
-	}
-	// Fields after the command, which may hold spaces, in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 22 {
-		return 0, 0
-	}
-	ut, _ := strconv.ParseUint(string(f[11]), 10, 64)
-	st, _ := strconv.ParseUint(string(f[12]), 10, 64)
-	pages, _ := strconv.ParseUint(string(f[21]), 10, 64)
-	return ut + st, pages * uint64(os.Getpagesize())
-}
-
 // userName is uid's login name, or the number.
 func userName(uid int) string {
-	b, err := os.ReadFile("/etc/passwd")
-	if err == nil {
-		for _, l := range bytes.Split(b, []byte("\n")) {
-			f := bytes.Split(l, []byte(":"))
-			if len(f) > 2 && string(f[2]) == strconv.Itoa(uid) {
-				return string(f[0])
-			}
-		}
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
 	}
 	return strconv.Itoa(uid)
 }

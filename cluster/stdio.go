@@ -191,8 +191,14 @@ func (a *Agent) newHolder(cpid int, home string, stdinW, stdinR, stdoutR, stderr
 
 // start runs the holder: pumps, the stdin writer and the session link.
 func (h *holder) start() {
-	h.startPumps()
 	go h.writer()
+	h.run()
+}
+
+// run (re)starts relaying: output pumps, the session link, and the
+// signals that arrived while the process was frozen.
+func (h *holder) run() {
+	h.startPumps()
 	go h.link()
 	h.mu.Lock()
 	sigs := h.signals
@@ -477,15 +483,7 @@ func (h *holder) resume(st *stdioState) {
 	h.paused = false
 	h.cond.Broadcast()
 	h.mu.Unlock()
-	h.startPumps()
-	go h.link()
-	h.mu.Lock()
-	sigs := h.signals
-	h.signals = nil
-	h.mu.Unlock()
-	for _, s := range sigs {
-		h.signal(s)
-	}
+	h.run()
 }
 
 // finish waits for the output to end (the process exited), then tells

@@ -111,6 +111,12 @@ func (m *migLab) script(t *testing.T, name, body string) string {
 	return p
 }
 
+// counter writes a script that appends 1, 2, 3... to file, one line every
+// 100 ms, and returns its path.
+func (m *migLab) counter(t *testing.T, name, file string) string {
+	return m.script(t, name, "i=0\nwhile :; do i=$((i+1)); echo $i >> "+file+"; sleep 0.1; done\n")
+}
+
 func (m *migLab) runDetached(t *testing.T, node string, argv ...string) string {
 	t.Helper()
 	out := m.must(append([]string{"exec", node, "--", ssiBin, "run", "-d", "--"}, argv...)...)
@@ -133,8 +139,7 @@ func TestMigration(t *testing.T) {
 
 	t.Run("counter hops node1 node2 node3 home", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
-		counter := m.script(t, "counter.sh",
-			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/hops.txt; sleep 0.1; done\n")
+		counter := m.counter(t, "counter.sh", "/cluster/home/hops.txt")
 		cpid := m.runDetached(t, "node1", counter)
 		n := m.waitGrows(t, "node1", "hops.txt", 3)
 		for _, hop := range []struct{ from, target, want string }{
@@ -322,8 +327,7 @@ func TestMigration(t *testing.T) {
 
 	t.Run("bad requests harm nothing", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
-		counter := m.script(t, "counter2.sh",
-			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/bad.txt; sleep 0.1; done\n")
+		counter := m.counter(t, "counter2.sh", "/cluster/home/bad.txt")
 		cpid := m.runDetached(t, "node1", counter)
 		n := m.waitGrows(t, "node1", "bad.txt", 2)
 		// write returns what bash says of a write to where ("" if none).
@@ -379,8 +383,7 @@ func TestMigration(t *testing.T) {
 	t.Run("admin switches", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
 		c.agree("node1", three, 30*time.Second)
-		counter := m.script(t, "counter3.sh",
-			"i=0\nwhile :; do i=$((i+1)); echo $i >> /cluster/home/admin.txt; sleep 0.1; done\n")
+		counter := m.counter(t, "counter3.sh", "/cluster/home/admin.txt")
 		cpid := m.runDetached(t, "node1", counter)
 		m.waitGrows(t, "node1", "admin.txt", 2)
 		admin := func(node, sw, v string) {
@@ -418,27 +421,11 @@ func TestMigration(t *testing.T) {
 		// It counts into a host file: /cluster on node1 is away while
 		// its agent is.
 		out := filepath.Join(m.dir, "adopt.txt")
-		counter := m.script(t, "counter4.sh",
-			"i=0\nwhile :; do i=$((i+1)); echo $i >> "+out+"; sleep 0.1; done\n")
+		counter := m.counter(t, "counter4.sh", out)
 		cpid := m.runDetached(t, "node1", counter)
-		counted := func() int {
-			b, _ := os.ReadFile(out)
-			n, ok := countsInOrder(string(b))
-			if !ok {
-				t.Fatalf("adopt.txt is not 1..n in order:\n%s", b)
-			}
-			return n
-		}
+		counted := hostCounts(t, out)
 		eventually(t, "the counter to start", 10*time.Second, func() bool { return counted() > 2 })
-		pidFile := filepath.Join("/var/lib/ssi-lab", c.name, "node1", "agent.pid")
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		m.killAgent(t, "node1")
 		n := counted()
 		eventually(t, "the process to go on without its agent", 10*time.Second, func() bool { return counted() > n+3 })
 		m.must("start", "node1")
@@ -460,17 +447,9 @@ func TestMigration(t *testing.T) {
 		c.agree("node1", three, 30*time.Second)
 		// A host file: node2's /cluster goes away with its agent.
 		out := filepath.Join(m.dir, "arrive.txt")
-		counter := m.script(t, "counter5.sh",
-			"i=0\nwhile :; do i=$((i+1)); echo $i >> "+out+"; sleep 0.1; done\n")
+		counter := m.counter(t, "counter5.sh", out)
 		cpid := m.runDetached(t, "node1", counter)
-		counted := func() int {
-			b, _ := os.ReadFile(out)
-			n, ok := countsInOrder(string(b))
-			if !ok {
-				t.Fatalf("arrive.txt is not 1..n in order (a copy ran twice?):\n%s", b)
-			}
-			return n
-		}
+		counted := hostCounts(t, out)
 		copies := func() int {
 			out, _ := exec.Command("pgrep", "-c", "-f", "^/bin/bash "+regexpQuote(counter)).Output()
 			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
@@ -481,12 +460,7 @@ func TestMigration(t *testing.T) {
 			eventually(t, what, 20*time.Second, func() bool { return counted() > n+3 })
 		}
 		restart := func(env ...string) {
-			b, err := os.ReadFile(filepath.Join("/var/lib/ssi-lab", c.name, "node2", "agent.pid"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			m.killAgent(t, "node2")
 			if r := ssi(t, append(append([]string{}, m.env...), env...), m.args("start", "node2")...); r.code != 0 {
 				t.Fatalf("lab start node2: %s", r.err)
 			}
@@ -568,6 +542,34 @@ func TestMigration(t *testing.T) {
 		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
 		_ = n
 	})
+}
+
+// hostCounts returns a reader of a counter's file on the host: its
+// count, failing the test unless the lines are 1..n, each once, in order
+// (a process that ran twice or restarted would break that).
+func hostCounts(t *testing.T, path string) func() int {
+	return func() int {
+		b, _ := os.ReadFile(path)
+		n, ok := countsInOrder(string(b))
+		if !ok {
+			t.Fatalf("%s is not 1..n in order:\n%s", filepath.Base(path), b)
+		}
+		return n
+	}
+}
+
+// killAgent SIGKILLs node's agent alone (if it still runs): what runs
+// in the node goes on.
+func (m *migLab) killAgent(t *testing.T, node string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/var/lib/ssi-lab", m.name, node, "agent.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		t.Fatal(err)
+	}
 }
 
 // cpidOf finds the cpid of the process whose command line mentions name.

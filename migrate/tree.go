@@ -55,3 +55,29 @@ func FDKey(pid, fd int) string {
 	}
 	return s
 }
+
+// Stat is what ssi reads of a process in /proc/PID/stat.
+type Stat struct {
+	Ticks uint64 // CPU time used, user + system, in clock ticks
+	RSS   uint64 // resident bytes
+	Start uint64 // start time, in clock ticks after boot
+}
+
+// ReadStat reads /proc/PID/stat; false if the process is gone.
+func ReadStat(pid int) (Stat, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Stat{}, false
+	}
+	// The fields after the command, which may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return Stat{}, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 22 {
+		return Stat{}, false
+	}
+	num := func(k int) uint64 { v, _ := strconv.ParseUint(f[k], 10, 64); return v }
+	return Stat{Ticks: num(11) + num(12), RSS: num(21) * uint64(os.Getpagesize()), Start: num(19)}, true
+}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"ssi/migrate"
 )
 
 // newJobInitCmd is PID 1 of a cluster process's PID namespace: it starts
@@ -115,14 +117,13 @@ func oldestChild() int {
 // procStartAndNSpid reads a process's start time and its pid in the
 // innermost namespace.
 func procStartAndNSpid(pid string) (start uint64, nspid int) {
-	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	n, err := strconv.Atoi(pid)
 	if err != nil {
 		return 0, 0
 	}
-	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 {
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 19 {
-			start, _ = strconv.ParseUint(f[19], 10, 64)
-		}
+	st, ok := migrate.ReadStat(n)
+	if !ok {
+		return 0, 0
 	}
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -133,5 +134,5 @@ func procStartAndNSpid(pid string) (start uint64, nspid int) {
 			nspid, _ = strconv.Atoi(f[len(f)-1])
 		}
 	}
-	return start, nspid
+	return st.Start, nspid
 }
