@@ -13,10 +13,16 @@ const (
 	DefaultHeartbeatTimeout   = 500 * time.Millisecond
 	DefaultElectionTimeout    = 500 * time.Millisecond
 	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
-	DefaultCommitTimeout      = 25 * time.Millisecond
-	DefaultSnapshotThreshold  = 8192
-	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 10240
+	// DefaultCommitTimeout paces the leader's AppendEntries when no new
+	// entries come; they are what tells followers an entry committed
+	// (heartbeats do not), so it bounds how long a follower's read
+	// barrier waits after a write elsewhere: on a 3-node lab one
+	// create+stat+unlink on a follower took 92 ms at 25 ms and 30 ms at
+	// 5 ms, for 3.5% more of a core on an idle leader.
+	DefaultCommitTimeout     = 5 * time.Millisecond
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 2 * time.Minute
+	DefaultTrailingLogs      = 10240
 )
 
 // Layer carries raft's traffic: the caller's listener for incoming raft
@@ -48,6 +54,10 @@ type Config struct {
 	// DataDir has no raft state yet. It is ignored when there is state,
 	// so it is safe to leave on for the cluster's first node.
 	Bootstrap bool
+
+	// AskLeader gets the leader's ReadIndex for a follower's read barrier
+	// (the agent's RPC); nil: reads barriers work on the leader only.
+	AskLeader AskLeader
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration

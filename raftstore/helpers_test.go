@@ -201,9 +201,9 @@ func (c *testCluster) followers() []*testNode {
 func (c *testCluster) sync() *testNode {
 	c.t.Helper()
 	leader := c.leader()
-	idx, err := leader.store.Barrier(testCtx(c.t))
+	idx, err := leader.store.ReadIndex(testCtx(c.t))
 	if err != nil {
-		c.t.Fatalf("barrier: %v", err)
+		c.t.Fatalf("read index: %v", err)
 	}
 	for _, nd := range c.running() {
 		if err := nd.store.WaitApplied(testCtx(c.t), idx); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ type Store struct {
 	lock   *os.File  // holds the data dir's flock
 	trans  *raft.NetworkTransport
 	leader *leaderWatch
+	reads  coalescer // ReadIndex rounds
+	// readyTerm is the term in which this node, as leader, has committed
+	// an entry: from then on its commit index covers every earlier write.
+	readyTerm atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -62,6 +67,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger, fsm: newFSM(), closed: make(chan struct{})}
+	s.reads = coalescer{run: s.readIndexRound, timeout: readRoundTimeout}
 	hl := newHclog(cfg.Logger, "raft")
 	rc := s.raftConfig(hl)
 	if err := raft.ValidateConfig(rc); err != nil {

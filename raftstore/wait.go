@@ -31,22 +31,8 @@ func (s *Store) WaitForLeader(ctx context.Context) (id, addr string, err error) 
 	}
 }
 
-// Barrier returns once every entry committed before the call is applied
-// to the leader's replica, with the index reached. Leader only. A
-// follower that wants to read what is agreed at this moment asks the
-// leader for this index and then calls WaitApplied with it.
-func (s *Store) Barrier(ctx context.Context) (uint64, error) {
-	if err := s.leaderOnly(ctx); err != nil {
-		return 0, fmt.Errorf("barrier: %w", err)
-	}
-	if err := s.wait(ctx, s.raft.Barrier(enqueueTimeout(ctx))); err != nil {
-		return 0, fmt.Errorf("barrier: %w", err)
-	}
-	return s.raft.AppliedIndex(), nil
-}
-
 // WaitApplied returns once this node's replica reflects every entry up to
-// index (a Result.Index or a Barrier index), or ctx's error.
+// index (a Result.Index or a ReadIndex), or ctx's error.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
