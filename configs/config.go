@@ -64,6 +64,7 @@ type ClusterConfig struct {
 	Voters            int           `mapstructure:"voters"`
 	RemoveAfter       time.Duration `mapstructure:"remove_after"`
 	TelemetryInterval time.Duration `mapstructure:"telemetry_interval"`
+	ReadWait          time.Duration `mapstructure:"read_wait"`
 }
 
 // CRIUConfig locates CRIU and says how it must be run on this machine.
@@ -73,7 +74,8 @@ type CRIUConfig struct {
 	WorkDir       string `mapstructure:"work_dir"`
 }
 
-// FSConfig configures the /cluster mount.
+// FSConfig configures the /cluster mount. The timeouts apply to proc,
+// nodes and admin only: the home and failed lookups are never cached.
 type FSConfig struct {
 	Mountpoint   string        `mapstructure:"mountpoint"`
 	AttrTimeout  time.Duration `mapstructure:"attr_timeout"`
@@ -112,6 +114,7 @@ var Keys = []Key{
 	{"cluster.voters", 3, "Raft voters to keep; further nodes join as non-voters"},
 	{"cluster.remove_after", 10 * time.Minute, "the leader removes a node not heard from for this long"},
 	{"cluster.telemetry_interval", time.Second, "how often nodes exchange their load"},
+	{"cluster.read_wait", 2 * time.Second, "how long a read waits for the quorum before it serves this node's replica as it is"},
 	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
 	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
 	{"log_level", "info", "debug, info, warn or error"},
@@ -119,8 +122,8 @@ var Keys = []Key{
 	{"criu.no_breakpoints", true, "run CRIU with CRIU_FAULT=130: needed where hardware breakpoints do not fire (VMs)"},
 	{"criu.work_dir", "/var/lib/ssi/criu", "where checkpoint images and CRIU logs are kept"},
 	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},
-	{"fs.attr_timeout", time.Second, "how long the kernel may cache /cluster attributes"},
-	{"fs.entry_timeout", time.Second, "how long the kernel may cache /cluster names (processes come and go)"},
+	{"fs.attr_timeout", time.Duration(0), "how long the kernel may cache attributes in /cluster/proc, nodes and admin; 0: never (one truth on every node)"},
+	{"fs.entry_timeout", time.Duration(0), "how long the kernel may cache names in /cluster/proc, nodes and admin; 0: never (one truth on every node)"},
 	{"home.backend", "raft", "raft: /cluster/home replicated by the cluster; path: serve home.path (an existing shared mount)"},
 	{"home.path", "", "with home.backend path: the shared directory (NFS, CephFS, ...) to serve as /cluster/home"},
 	{"home.max_file_size", 4 << 30, "largest file in /cluster/home, bytes (EFBIG beyond); 0: no limit"},
@@ -254,8 +257,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("join %q: want host:port", a))
 		}
 	}
-	if c.Discovery.Interval <= 0 || c.Discovery.Wait < 0 || c.Cluster.TelemetryInterval <= 0 || c.Cluster.RemoveAfter <= 0 {
-		errs = append(errs, errors.New("discovery.interval, cluster.telemetry_interval and cluster.remove_after must be > 0"))
+	if c.Discovery.Interval <= 0 || c.Discovery.Wait < 0 || c.Cluster.TelemetryInterval <= 0 || c.Cluster.RemoveAfter <= 0 || c.Cluster.ReadWait <= 0 {
+		errs = append(errs, errors.New("discovery.interval, cluster.telemetry_interval, cluster.remove_after and cluster.read_wait must be > 0"))
 	}
 	if c.Cluster.Voters < 1 {
 		errs = append(errs, fmt.Errorf("cluster.voters %d: want >= 1", c.Cluster.Voters))

@@ -80,6 +80,9 @@ func TestPrecedence(t *testing.T) {
 		{"list from env", c.Join, []string{"10.0.0.1:7700", "10.0.0.2:7700"}},
 		{"duration from env", c.Discovery.Wait, 500 * time.Millisecond},
 		{"duration default", c.Cluster.RemoveAfter, 10 * time.Minute},
+		// One truth on every node: the kernel keeps nothing by default.
+		{"attr_timeout default", c.FS.AttrTimeout, time.Duration(0)},
+		{"entry_timeout default", c.FS.EntryTimeout, time.Duration(0)},
 	}
 	for _, ck := range checks {
 		if fmt.Sprint(ck.got) != fmt.Sprint(ck.want) {

@@ -19,14 +19,21 @@ type Home interface {
 	Read(ino, off uint64, dest []byte) (int, error)
 	Readlink(ino uint64) (string, error)
 	Statfs() HomeUsage
-	// Fresh returns once this replica holds everything the cluster
-	// committed before the call: what an open needs for close-to-open
-	// consistency.
+	// Fresh is the read barrier: it returns once this replica reflects
+	// every write that returned on any node before the call. Every
+	// lookup (ENOENT included), getattr, readdir, readlink and open of
+	// the home calls it before it reads the replica, so concurrent calls
+	// should share a round trip. Without a quorum it returns nil after a
+	// bounded wait, and the replica is served as it is; an error fails
+	// the request that called it.
 	Fresh(ctx context.Context) error
 
 	Create(ctx context.Context, parent uint64, name string, kind HomeKind, mode, uid, gid uint32, target string) (HomeAttr, error)
 	// Write stores extents; it returns once they are committed on a
-	// quorum and applied to this replica.
+	// quorum and applied to this replica (fs/ relies on that: once a
+	// write returned, its bytes are read from the replica, no longer
+	// from what this node buffers). It is called from background
+	// goroutines, several at once for one inode when they do not overlap.
 	Write(ctx context.Context, ino uint64, extents []Extent) error
 	SetAttr(ctx context.Context, ino uint64, a HomeSetAttr) error
 	Link(ctx context.Context, ino, parent uint64, name string) (HomeAttr, error)

@@ -1,153 +1,147 @@
 package fs
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"sync"
+	"slices"
 	"testing"
-	"time"
 )
 
-// recordingHome is a Home whose writes block until released and are
-// recorded in the order they land; only Write is used.
-type recordingHome struct {
-	Home // nil: any other call panics
-
-	mu      sync.Mutex
-	landed  [][]Extent
-	started chan []Extent // each Write announces itself here
-	release chan error    // and returns what it receives
-}
-
-func newRecordingHome() *recordingHome {
-	return &recordingHome{started: make(chan []Extent, 64), release: make(chan error)}
-}
-
-func (h *recordingHome) Write(_ context.Context, _ uint64, ext []Extent) error {
-	h.started <- ext
-	err := <-h.release
-	if err == nil {
-		h.mu.Lock()
-		h.landed = append(h.landed, ext)
-		h.mu.Unlock()
-	}
-	return err
-}
-
-func (h *recordingHome) expectStarted(t *testing.T, off uint64) {
-	t.Helper()
-	select {
-	case ext := <-h.started:
-		if ext[0].Off != off {
-			t.Fatalf("a batch at %d was sent, want %d", ext[0].Off, off)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no batch at %d was sent", off)
-	}
-}
-
-func (h *recordingHome) expectIdle(t *testing.T) {
-	t.Helper()
-	select {
-	case ext := <-h.started:
-		t.Fatalf("a batch at %d was sent early", ext[0].Off)
-	case <-time.After(50 * time.Millisecond):
-	}
-}
-
 // Full batches travel while the writer goes on; an overlapping batch
-// waits for the one it overlaps; commit waits for all and reports a
-// failure once.
+// waits for the one it overlaps and no other; a failure reaches the
+// writer once; commit waits for all.
+//
+// Each write is held and let go one by one: the version of this test that
+// let the fake's writes take turns on one unbuffered channel hung (its
+// loop waiting for the failure could fill and send a fourth batch, which
+// then waited for a verdict nobody sent).
 func TestHomeBatchesPipeline(t *testing.T) {
-	h := newRecordingHome()
+	h := newMemHome(t)
+	h.hold.Store(true)
 	f := newHomeFS(h)
+	ino := h.put("f", "")
+	b := f.opened(ino)
+	w := b.handle(ino, true)
 	ctx := context.Background()
-	full := make([]byte, maxBatch)
+	full := bytes.Repeat([]byte("a"), maxBatch)
 
 	// Two full batches are both sent before either lands.
-	if err := f.add(ctx, 7, 0, full); err != nil {
+	f.add(ctx, ino, b, 0, full)
+	first := h.nextWrite(t)
+	f.add(ctx, ino, b, maxBatch, full)
+	second := h.nextWrite(t)
+	if first.ext[0].Off != 0 || second.ext[0].Off != maxBatch {
+		t.Fatalf("sent batches at %d and %d", first.ext[0].Off, second.ext[0].Off)
+	}
+
+	// A third one rewriting offset 0 waits for the first to land, not for
+	// the second.
+	third := start(func() error { f.add(ctx, ino, b, 0, full); return nil })
+	h.noWrite(t)
+	second.land()
+	h.noWrite(t)
+	first.land()
+	if err := await(t, "the third write", third); err != nil {
 		t.Fatal(err)
 	}
-	h.expectStarted(t, 0)
-	if err := f.add(ctx, 7, maxBatch, full); err != nil {
-		t.Fatal(err)
+	refused := h.nextWrite(t)
+	if refused.ext[0].Off != 0 {
+		t.Fatalf("third batch at %d", refused.ext[0].Off)
 	}
-	h.expectStarted(t, maxBatch)
 
-	// A third one rewriting offset 0 waits for the first to land.
-	third := make(chan error, 1)
-	go func() { third <- f.add(ctx, 7, 0, full) }()
-	h.expectIdle(t)
-	h.release <- nil // first
-	h.release <- nil // second
-	h.expectStarted(t, 0)
-
-	// The third fails: the next write hears of it, once.
-	h.release <- errors.New("quorum lost")
-	if err := <-third; err != nil {
-		t.Fatalf("the write that sent the batch: %v", err)
+	// It fails: the writer hears of it once.
+	refused.refuse(ErrNoQuorum)
+	failed(t, b, 1)
+	if err := b.check(w); err != ErrNoQuorum {
+		t.Fatalf("the writer's next check: %v, want the failure", err)
 	}
-	waitErr := func() error {
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			if err := f.add(ctx, 7, 10*maxBatch, []byte("x")); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := waitErr(); err == nil || err.Error() != "quorum lost" {
-		t.Fatalf("a later write: %v, want the failure", err)
+	if err := b.check(w); err != nil {
+		t.Fatalf("the check after: %v, want nothing", err)
 	}
 
 	// Commit sends the rest and returns once it landed.
-	done := make(chan error, 1)
-	go func() { done <- f.commit(ctx, 7) }()
-	h.expectStarted(t, 10*maxBatch)
-	h.release <- nil
-	if err := <-done; err != nil {
+	f.add(ctx, ino, b, 10*maxBatch, []byte("x"))
+	done := start(func() error { return f.commit(ctx, ino) })
+	last := h.nextWrite(t)
+	if last.ext[0].Off != 10*maxBatch {
+		t.Fatalf("commit sent a batch at %d", last.ext[0].Off)
+	}
+	last.land()
+	if err := await(t, "commit", done); err != nil {
 		t.Fatal(err)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	// The first two do not overlap: they may land in either order.
-	if len(h.landed) != 3 || h.landed[0][0].Off+h.landed[1][0].Off != maxBatch || h.landed[2][0].Off != 10*maxBatch {
-		t.Fatalf("landed %d batches, not the first two then the last", len(h.landed))
+	if got, want := h.landedOffsets(), []uint64{maxBatch, 0, 10 * maxBatch}; !slices.Equal(got, want) {
+		t.Fatalf("landed at %v, want %v", got, want)
 	}
 }
 
 // Scattered small writes end a batch at maxExtents extents (an entry
 // holds at most 65536), and such batches travel one at a time.
 func TestHomeBatchesScattered(t *testing.T) {
-	h := newRecordingHome()
+	h := newMemHome(t)
+	h.hold.Store(true)
 	f := newHomeFS(h)
+	ino := h.put("f", "")
+	b := f.opened(ino)
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() {
+	done := start(func() error {
 		for i := 0; i < 2*maxExtents; i++ {
 			// Even bytes first, then the odd ones in between.
 			off := uint64(i%maxExtents)*2 + uint64(i/maxExtents)
-			if err := f.add(ctx, 3, off, []byte("x")); err != nil {
-				done <- err
-				return
-			}
+			f.add(ctx, ino, b, off, []byte("x"))
 		}
-		done <- nil
-	}()
-	var first []Extent
-	select {
-	case first = <-h.started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no batch was sent")
+		return nil
+	})
+	first := h.nextWrite(t)
+	if len(first.ext) != maxExtents {
+		t.Fatalf("a batch of %d extents, want %d", len(first.ext), maxExtents)
 	}
-	if len(first) != maxExtents {
-		t.Fatalf("a batch of %d extents, want %d", len(first), maxExtents)
+	h.noWrite(t) // the second lies within the first's span: it waits
+	first.land()
+	second := h.nextWrite(t)
+	if second.ext[0].Off != 1 {
+		t.Fatalf("second batch at %d, want 1", second.ext[0].Off)
 	}
-	h.expectIdle(t) // the second lies within the first's span: it waits
-	h.release <- nil
-	h.expectStarted(t, 1)
-	h.release <- nil
-	if err := <-done; err != nil {
+	second.land()
+	if err := await(t, "the writes", done); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// overlay lays buffered bytes over what the replica returned, later
+// writes over earlier ones, a hole reading as zeros.
+func TestHomeOverlay(t *testing.T) {
+	ext := func(off uint64, s string) Extent { return Extent{Off: off, Data: []byte(s)} }
+	cases := []struct {
+		name    string
+		replica string // what the replica returned from off
+		off     uint64
+		len     int
+		fls     [][]Extent
+		ext     []Extent
+		want    string
+	}{
+		{"nothing", "abcdef", 0, 6, nil, nil, "abcdef"},
+		{"inside", "abcdef", 0, 6, nil, []Extent{ext(2, "XY")}, "abXYef"},
+		{"later wins", "abcdef", 0, 6, [][]Extent{{ext(1, "11")}}, []Extent{ext(2, "2")}, "a12def"},
+		{"past the end", "abc", 0, 8, nil, []Extent{ext(5, "Z")}, "abc\x00\x00Z"},
+		{"beyond the window", "abc", 0, 5, nil, []Extent{ext(9, "Z")}, "abc\x00\x00"},
+		{"before the window", "cdef", 2, 4, nil, []Extent{ext(0, "AB")}, "cdef"},
+		{"straddles off", "cdef", 2, 4, nil, []Extent{ext(1, "XYZ")}, "YZef"},
+		{"short replica, in flight", "", 4, 4, [][]Extent{{ext(0, "0123456789")}}, nil, "4567"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var fls []*flight
+			for _, e := range c.fls {
+				fls = append(fls, &flight{ext: e})
+			}
+			dest := bytes.Repeat([]byte("?"), c.len)
+			n := copy(dest, c.replica)
+			got := dest[:overlay(dest, c.off, n, fls, c.ext)]
+			if string(got) != c.want {
+				t.Fatalf("got %q, want %q", got, c.want)
+			}
+		})
 	}
 }

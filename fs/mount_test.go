@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"ssi/fs/mountinfo"
 )
@@ -211,7 +213,9 @@ func TestMountedWrites(t *testing.T) {
 		{"where, not yet", filepath.Join(dir, "proc/7/where"), "node2", 1000, "Function not implemented"},
 		{"read-only file", filepath.Join(dir, "proc/7/nmigs"), "5", 0, "Permission denied"},
 	}
+	v.mu.Lock() // the kernel between here and Migrate is no sync the race detector sees
 	v.migrate = ErrNotImplemented
+	v.mu.Unlock()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			err := write(t, c.path, c.value, c.uid)
@@ -257,5 +261,41 @@ func TestStaleMountIsReplaced(t *testing.T) {
 	}
 	if mountinfo.Mounted(dir) {
 		t.Fatal("still mounted")
+	}
+}
+
+// A mount namespace made while /cluster is mounted (a container, a lab
+// node) keeps a copy of it, and the kernel then keeps the connection
+// after the umount: Unmount must return all the same.
+func TestUnmountWithACopyElsewhere(t *testing.T) {
+	if os.Geteuid() != 0 || testing.Short() {
+		t.Skip("needs root (FUSE mount): run `sudo make test`")
+	}
+	dir := filepath.Join(t.TempDir(), "cluster")
+	m, err := Mount(&fakeView{admin: map[string]bool{}}, Options{Mountpoint: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyNS := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "60")
+	if err := copyNS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = copyNS.Process.Kill(); _ = copyNS.Wait() })
+	mi := fmt.Sprintf("/proc/%d/mountinfo", copyNS.Process.Pid)
+	eventually(t, "the copy holds the mount", func() bool {
+		b, _ := os.ReadFile(mi)
+		return strings.Contains(string(b), dir) && strings.Contains(readFile(t, fmt.Sprintf("/proc/%d/comm", copyNS.Process.Pid)), "sleep")
+	})
+	done := start(m.Unmount)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * stopWait):
+		t.Fatal("Unmount hung on the copy")
+	}
+	if mountinfo.Mounted(dir) {
+		t.Fatal("still mounted here")
 	}
 }

@@ -41,24 +41,29 @@ func callerUID(ctx context.Context) uint32 {
 	return ^uint32(0)
 }
 
-// dirAttr gives the read-only directories their permissions: the mount
+// dir gives the read-only directories their permissions: the mount
 // uses the kernel's permission checks (default_permissions) for the home.
-type dirAttr struct{}
-
-func (dirAttr) attr(out *fuse.AttrOut) syscall.Errno {
+func (c cacheTimes) dir(out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o555
+	c.attrOut(out)
 	return 0
 }
 
 // staticDir is a directory whose children are added once (admin).
 type staticDir struct {
 	gofs.Inode
+	cache cacheTimes
 }
 
 var _ = (gofs.NodeGetattrer)((*staticDir)(nil))
+var _ = (gofs.NodeLookuper)((*staticDir)(nil))
 
 func (d *staticDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return d.cache.dir(out)
+}
+
+func (d *staticDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return lookupChild(ctx, &d.Inode, name, d.cache.entry, out)
 }
 
 // rootNode is /cluster.
@@ -70,12 +75,20 @@ type rootNode struct {
 	// as /cluster/home instead; nil without one.
 	homePath gofs.InodeEmbedder
 	cfg      *Options
+	cache    cacheTimes
 }
 
 var _ = (gofs.NodeGetattrer)((*rootNode)(nil))
+var _ = (gofs.NodeLookuper)((*rootNode)(nil))
 
 func (r *rootNode) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return r.cache.dir(out)
+}
+
+// Lookup answers /cluster's own names, which never change; the attributes
+// are the child's (for the home: after the barrier, kept by nobody).
+func (r *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return lookupChild(ctx, &r.Inode, name, fixedEntry, out)
 }
 
 var _ = (gofs.NodeOnAdder)((*rootNode)(nil))
@@ -84,8 +97,8 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	add := func(name string, ino uint64, n gofs.InodeEmbedder) {
 		r.AddChild(name, r.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), false)
 	}
-	add("proc", inoProc, &procDir{view: r.view})
-	add("nodes", inoNodes, &nodesDir{view: r.view})
+	add("proc", inoProc, &procDir{view: r.view, cache: r.cache})
+	add("nodes", inoNodes, &nodesDir{view: r.view, cache: r.cache})
 	switch {
 	case r.home != nil:
 		r.AddChild("home", r.NewPersistentInode(ctx, &homeNode{fs: r.home, ino: 1},
@@ -94,12 +107,12 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 		r.AddChild("home", r.NewPersistentInode(ctx, r.homePath,
 			gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoFixed | 1}), false)
 	}
-	admin := &staticDir{}
+	admin := &staticDir{cache: r.cache}
 	add("admin", inoAdmin, admin)
 	for i, name := range adminFiles {
 		// 0666: the handler answers EPERM to anyone but root, as the
 		// contract says, where the kernel would say EACCES.
-		f := &liveFile{mode: 0o666,
+		f := &liveFile{mode: 0o666, cache: r.cache,
 			render: func() (string, error) {
 				if r.view.Admin()[name] {
 					return "1\n", nil
@@ -127,14 +140,15 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 // live from the view.
 type procDir struct {
 	gofs.Inode
-	view View
+	view  View
+	cache cacheTimes
 }
 
 var _ = (gofs.NodeReaddirer)((*procDir)(nil))
 var _ = (gofs.NodeGetattrer)((*procDir)(nil))
 
 func (d *procDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return d.cache.dir(out)
 }
 
 var _ = (gofs.NodeLookuper)((*procDir)(nil))
@@ -147,7 +161,7 @@ func (d *procDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
-func (d *procDir) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *procDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	cpid, err := strconv.Atoi(name)
 	if err != nil || cpid <= 0 {
 		return nil, syscall.ENOENT
@@ -155,8 +169,8 @@ func (d *procDir) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (*g
 	if _, ok := findProc(d.view, cpid); !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.NewInode(ctx, &procEntry{view: d.view, cpid: cpid},
-		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: procIno(cpid)}), 0
+	return reply(ctx, d.NewInode(ctx, &procEntry{view: d.view, cpid: cpid, cache: d.cache},
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: procIno(cpid)}), d.cache.entry, out)
 }
 
 func findProc(v View, cpid int) (ProcView, bool) {
@@ -171,15 +185,16 @@ func findProc(v View, cpid int) (ProcView, bool) {
 // procEntry is /cluster/proc/<cpid>.
 type procEntry struct {
 	gofs.Inode
-	view View
-	cpid int
+	view  View
+	cpid  int
+	cache cacheTimes
 }
 
 var _ = (gofs.NodeReaddirer)((*procEntry)(nil))
 var _ = (gofs.NodeGetattrer)((*procEntry)(nil))
 
 func (d *procEntry) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return d.cache.dir(out)
 }
 
 var _ = (gofs.NodeLookuper)((*procEntry)(nil))
@@ -192,12 +207,12 @@ func (d *procEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
-func (d *procEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *procEntry) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	for i, f := range procFiles {
 		if f != name {
 			continue
 		}
-		lf := &liveFile{mode: 0o444, render: func() (string, error) {
+		lf := &liveFile{mode: 0o444, cache: d.cache, render: func() (string, error) {
 			p, ok := findProc(d.view, d.cpid)
 			if !ok {
 				return "", ErrNoProcess
@@ -220,7 +235,7 @@ func (d *procEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (
 				return d.view.SetLock(ctx, d.cpid, v, uid)
 			}
 		}
-		return d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: procIno(d.cpid) + 1 + uint64(i)}), 0
+		return reply(ctx, d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: procIno(d.cpid) + 1 + uint64(i)}), d.cache.entry, out)
 	}
 	return nil, syscall.ENOENT
 }
@@ -228,14 +243,15 @@ func (d *procEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (
 // nodesDir is /cluster/nodes.
 type nodesDir struct {
 	gofs.Inode
-	view View
+	view  View
+	cache cacheTimes
 }
 
 var _ = (gofs.NodeReaddirer)((*nodesDir)(nil))
 var _ = (gofs.NodeGetattrer)((*nodesDir)(nil))
 
 func (d *nodesDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return d.cache.dir(out)
 }
 
 var _ = (gofs.NodeLookuper)((*nodesDir)(nil))
@@ -248,12 +264,12 @@ func (d *nodesDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
-func (d *nodesDir) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *nodesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if _, ok := findNode(d.view, name); !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.NewInode(ctx, &nodeEntry{view: d.view, name: name},
-		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: nodeIno(name)}), 0
+	return reply(ctx, d.NewInode(ctx, &nodeEntry{view: d.view, name: name, cache: d.cache},
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: nodeIno(name)}), d.cache.entry, out)
 }
 
 func findNode(v View, name string) (NodeView, bool) {
@@ -268,15 +284,16 @@ func findNode(v View, name string) (NodeView, bool) {
 // nodeEntry is /cluster/nodes/<name>.
 type nodeEntry struct {
 	gofs.Inode
-	view View
-	name string
+	view  View
+	name  string
+	cache cacheTimes
 }
 
 var _ = (gofs.NodeReaddirer)((*nodeEntry)(nil))
 var _ = (gofs.NodeGetattrer)((*nodeEntry)(nil))
 
 func (d *nodeEntry) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return dirAttr{}.attr(out)
+	return d.cache.dir(out)
 }
 
 var _ = (gofs.NodeLookuper)((*nodeEntry)(nil))
@@ -289,17 +306,17 @@ func (d *nodeEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
-func (d *nodeEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *nodeEntry) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	for i, f := range nodeFiles {
 		if f == name {
-			lf := &liveFile{mode: 0o444, render: func() (string, error) {
+			lf := &liveFile{mode: 0o444, cache: d.cache, render: func() (string, error) {
 				n, ok := findNode(d.view, d.name)
 				if !ok {
 					return "", ErrNotFound
 				}
 				return renderNodeFile(n, name), nil
 			}}
-			return d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: nodeIno(d.name) + 1 + uint64(i)}), 0
+			return reply(ctx, d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: nodeIno(d.name) + 1 + uint64(i)}), d.cache.entry, out)
 		}
 	}
 	return nil, syscall.ENOENT
@@ -312,6 +329,7 @@ func (d *nodeEntry) Lookup(ctx context.Context, name string, _ *fuse.EntryOut) (
 type liveFile struct {
 	gofs.Inode
 	mode   uint32
+	cache  cacheTimes
 	render func() (string, error)
 	write  func(ctx context.Context, data []byte, uid uint32) error
 	log    func(format string, args ...any)
@@ -337,6 +355,7 @@ func (f *liveFile) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrO
 	}
 	out.Mode = f.mode
 	out.Size = uint64(len(s))
+	f.cache.attrOut(out)
 	return 0
 }
 

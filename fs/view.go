@@ -147,6 +147,8 @@ func errno(err error) syscall.Errno {
 		return syscall.EFBIG
 	case errors.Is(err, ErrNoSpace):
 		return syscall.ENOSPC
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR // the kernel interrupted the request
 	}
 	return syscall.EIO
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,6 +66,7 @@ func TestErrnoMapping(t *testing.T) {
 		{ErrBusy, syscall.EBUSY},
 		{ErrNotImplemented, syscall.ENOSYS},
 		{ErrNoQuorum, syscall.EROFS},
+		{fmt.Errorf("commit: %w", context.Canceled), syscall.EINTR},
 		{errors.New("something else"), syscall.EIO},
 	}
 	for _, c := range cases {
