@@ -66,6 +66,9 @@ type Config struct {
 	Mountpoint   string
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
+	// ReadWait bounds how long a read waits for the read barrier without
+	// quorum before it serves this replica (0: defaultReadWait).
+	ReadWait time.Duration
 	// CRIU runs migrations; CRIUWorkDir holds images in flight.
 	CRIU        migrate.Config
 	CRIUWorkDir string
@@ -101,6 +104,13 @@ type Agent struct {
 	sessions    map[int]*session
 	lastFailure map[int]string
 	adopted     chan struct{} // closed once adoptJobs is done
+
+	// stale is set while reads are served without the read barrier.
+	stale atomic.Bool
+	// noBarrier: root switched the barrier off for a bench's baseline.
+	noBarrier atomic.Bool
+	mount     atomic.Pointer[fs.Mounted] // nil without /cluster
+
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -204,6 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Warn("unmount", "err", err)
 			}
 		}()
+		a.mount.Store(m)
 		a.log.Info("mounted", "at", a.cfg.Mountpoint)
 	}
 
@@ -233,7 +244,7 @@ func (a *Agent) becomeMember(id *transport.Identity, formed bool) error {
 	store, err := raftstore.Open(raftstore.Config{
 		NodeID: a.cfg.NodeName, Addr: a.advertise,
 		DataDir: filepath.Join(a.cfg.DataDir, "raft"), Layer: mux.StreamLayer(transport.ProtoRaft),
-		Logger: a.base, Bootstrap: formed,
+		Logger: a.base, Bootstrap: formed, AskLeader: a.askReadIndex,
 	})
 	if err != nil {
 		mux.Close()

@@ -42,6 +42,9 @@ type StatusInfo struct {
 	Quorum       bool   `json:"quorum"`
 	Procs        int    `json:"procs"`
 	AppliedIndex uint64 `json:"applied_index"`
+	// StaleReads: no quorum answered the read barrier, so this node
+	// serves reads from its replica as it is.
+	StaleReads bool `json:"stale_reads"`
 }
 
 // apiError is the body of every failed API call.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"ssi/fs"
 	"ssi/raftstore"
@@ -17,8 +18,19 @@ type fsView struct{ a *Agent }
 
 var _ fs.View = fsView{}
 
+// view passes the read barrier and returns the store: every file and
+// listing of /cluster reflects every write that returned before it.
+func (v fsView) view() (*raftstore.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), v.a.readWait()+time.Second)
+	defer cancel()
+	if _, err := v.a.fresh(ctx); err != nil {
+		return nil, err
+	}
+	return v.a.member()
+}
+
 func (v fsView) Nodes() []fs.NodeView {
-	s, err := v.a.member()
+	s, err := v.view()
 	if err != nil {
 		return nil
 	}
@@ -31,7 +43,7 @@ func (v fsView) Nodes() []fs.NodeView {
 }
 
 func (v fsView) Procs() []fs.ProcView {
-	s, err := v.a.member()
+	s, err := v.view()
 	if err != nil {
 		return nil
 	}
@@ -49,7 +61,7 @@ func (v fsView) Procs() []fs.ProcView {
 }
 
 func (v fsView) Admin() map[string]bool {
-	s, err := v.a.member()
+	s, err := v.view()
 	if err != nil {
 		return nil
 	}
@@ -79,7 +91,7 @@ func (v fsView) SetLock(ctx context.Context, cpid int, lock bool, uid uint32) er
 }
 
 func (v fsView) proc(cpid int) (raftstore.Proc, error) {
-	s, err := v.a.member()
+	s, err := v.view()
 	if err != nil {
 		return raftstore.Proc{}, fsError(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"ssi/fs"
@@ -115,39 +114,11 @@ func (h homeBackend) Statfs() fs.HomeUsage {
 	return fs.HomeUsage{Used: st.Used, Quota: st.Quota, Inodes: st.Inodes}
 }
 
-// Fresh catches this replica up with what the leader has applied. The
-// leader applies a command before it acknowledges it, so its applied
-// index covers every write that any node has seen return.
+// Fresh is the read barrier (see fresh.go): without quorum it returns
+// nil after the read wait, and the node serves its replica as it is.
 func (h homeBackend) Fresh(ctx context.Context) error {
-	s, err := h.store()
-	if err != nil {
-		return err
-	}
-	// Without a leader there is nothing fresher to wait for: a node that
-	// lost quorum serves reads from its replica as it is.
-	if _, addr := s.Leader(); addr == "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, freshWait)
-	defer cancel()
-	if err := h.a.catchUp(ctx); err != nil {
-		h.a.log.Debug("open: serving the local replica", "err", err)
-	}
-	return nil
-}
-
-// freshWait bounds how long an open waits to catch up with the leader
-// before it serves the local replica anyway.
-const freshWait = 3 * time.Second
-
-// handleApplied (leader) tells a follower how far it must catch up.
-func (a *Agent) handleApplied(w http.ResponseWriter, _ *http.Request) {
-	s, err := a.member()
-	if err != nil || !s.IsLeader() {
-		writeErr(w, http.StatusMisdirectedRequest, raftstore.ErrNotLeader)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]uint64{"index": s.AppliedIndex()})
+	_, err := h.a.fresh(ctx)
+	return homeError(err)
 }
 
 // commit applies cmd through the leader and waits until this replica has

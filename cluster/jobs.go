@@ -92,13 +92,15 @@ func (a *Agent) superviseJob(j *job) {
 		code = *exit
 	}
 	a.log.Info("process ended", "cpid", j.cpid, "code", code)
-	if j.hold != nil {
-		j.hold.finish(code)
-	}
+	// Agreed before the attached caller hears of it: once `ssi run` has
+	// returned, no node lists the process.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := a.apply(ctx, raftstore.ProcRemove{CPID: j.cpid, ExitCode: exit, EndedAt: time.Now()}); err != nil {
 		a.log.Warn("forgetting an ended process", "cpid", j.cpid, "err", err)
+	}
+	if j.hold != nil {
+		j.hold.finish(code)
 	}
 }
 

@@ -20,18 +20,19 @@ import (
 func (a *Agent) localHandler() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /v1/health", a.handleHealth)
-	m.HandleFunc("GET /v1/nodes", a.handleNodes)
-	m.HandleFunc("GET /v1/status", a.handleStatus)
+	m.HandleFunc("GET /v1/nodes", a.freshRead(a.handleNodes))
+	m.HandleFunc("GET /v1/status", a.freshRead(a.handleStatus))
 	m.HandleFunc("POST /v1/tokens", rootOnly(a.handleTokenCreate))
 	m.HandleFunc("POST /v1/admin", rootOnly(a.handleAdmin))
 	m.HandleFunc("POST /v1/run", a.handleRun)
 	m.HandleFunc("POST /v1/migrate", a.handleLocalMigrate)
-	m.HandleFunc("GET /v1/procs", a.handleProcs)
+	m.HandleFunc("GET /v1/procs", a.freshRead(a.handleProcs))
 	m.HandleFunc("POST /v1/kill", a.handleKill)
 	m.HandleFunc("GET /v1/wait", a.handleWait)
-	m.HandleFunc("GET /v1/migrations", a.handleMoves)
+	m.HandleFunc("GET /v1/migrations", a.freshRead(a.handleMoves))
 	m.Handle("GET /metrics", a.metrics.handler())
 	m.HandleFunc("POST /v1/debug/raftbench", rootOnly(a.handleRaftBench))
+	m.HandleFunc("POST /v1/debug/barrier", rootOnly(a.handleBarrierSwitch))
 	// Profiles, for measuring before optimising (root only).
 	m.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
 	m.HandleFunc("GET /debug/pprof/profile", rootOnly(pprof.Profile))
@@ -144,7 +145,8 @@ func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	}
 	leader, _ := s.Leader()
 	st := StatusInfo{Node: a.cfg.NodeName, ClusterID: clusterID(a.id), Leader: leader,
-		Quorum: leader != "", Procs: len(s.Procs()), AppliedIndex: s.AppliedIndex()}
+		Quorum: leader != "" && !a.stale.Load(), Procs: len(s.Procs()), AppliedIndex: s.AppliedIndex(),
+		StaleReads: a.stale.Load()}
 	for _, n := range s.Nodes() {
 		st.NodesTotal++
 		if n.State == raftstore.NodeUp {

@@ -16,6 +16,8 @@ type metrics struct {
 	frozen     prometheus.Histogram
 	total      prometheus.Histogram
 	bytes      prometheus.Counter
+	barrier    prometheus.Histogram
+	stale      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -35,8 +37,15 @@ func newMetrics() *metrics {
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ssi_migration_bytes_total", Help: "Image bytes sent to destinations.",
 		}),
+		barrier: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ssi_read_barrier_seconds", Help: "How long reads waited for the read barrier.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ssi_stale_reads_total", Help: "Reads served from this replica without the barrier (no quorum).",
+		}),
 	}
-	m.reg.MustRegister(m.migrations, m.frozen, m.total, m.bytes,
+	m.reg.MustRegister(m.migrations, m.frozen, m.total, m.bytes, m.barrier, m.stale,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -56,3 +65,5 @@ func (m *metrics) moved(committed bool, frozen, total time.Duration, bytes int64
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+func (m *metrics) staleRead() { m.stale.Inc() }

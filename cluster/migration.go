@@ -44,7 +44,14 @@ type MigrateRequest struct {
 
 // Migrate moves cpid to target on behalf of uid and returns when it is
 // done. Errors wrap fs's domain errors, which say the errno.
-func (a *Agent) Migrate(ctx context.Context, cpid int, target string, uid uint32) error {
+func (a *Agent) Migrate(ctx context.Context, cpid int, target string, uid uint32) (err error) {
+	// EIO never answers a valid request: a failure the contract has no
+	// errno for is the process's inability to move (cantmove says why).
+	defer func() {
+		if err != nil && fs.ErrnoName(err) == "EIO" {
+			err = fmt.Errorf("%w: %v", fs.ErrCannotMove, err)
+		}
+	}()
 	// A caller that goes away (an interrupted writer, ssi migrate ^C, a
 	// peer's timeout) must not cut a move short: the process may be
 	// stopped in the middle of it.
@@ -384,6 +391,15 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
 	}
 	m.phases = append(m.phases, "dump", time.Since(stopped).Round(time.Millisecond))
+	// The frozen tree's writes to /cluster/home that this node still
+	// buffers must be agreed before the destination catches up and
+	// reopens the files: else its next append lands on a stale end.
+	if mnt := a.mount.Load(); mnt != nil {
+		if err := mnt.FlushHome(ctx); err != nil {
+			return fail(fmt.Errorf("%w: committing its writes to /cluster/home: %v", fs.ErrNoQuorum, err))
+		}
+	}
+	m.phases = append(m.phases, "flush", time.Since(stopped).Round(time.Millisecond))
 	if j.hold != nil {
 		if st, err = j.hold.detach(ctx); err != nil {
 			return fail(err)
@@ -505,25 +521,6 @@ func (a *Agent) settle(cpid int, id string, commit bool, st *raftstore.MoveStats
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// catchUp waits until this replica has applied what the leader had
-// applied when asked.
-func (a *Agent) catchUp(ctx context.Context) error {
-	s, err := a.member()
-	if err != nil {
-		return err
-	}
-	if s.IsLeader() {
-		return nil
-	}
-	var out struct {
-		Index uint64 `json:"index"`
-	}
-	if err := a.forward(ctx, "/v1/applied", struct{}{}, &out); err != nil {
-		return err
-	}
-	return s.WaitApplied(ctx, out.Index)
 }
 
 // serveMigrations serves the migration port: stdio streams of attached
@@ -815,36 +812,24 @@ func (a *Agent) settleLater(cpid int, id string, commit bool, st *raftstore.Move
 	}()
 }
 
-// findProc looks a process up in this replica and, if it is not there,
-// again once the replica has caught up with the leader (a node that just
-// restarted may lag).
+// findProc looks a process up past the read barrier: where it is now,
+// even if a move returned on another node a moment ago.
 func (a *Agent) findProc(ctx context.Context, s *raftstore.Store, cpid int) (raftstore.Proc, bool) {
-	if p, ok := s.Proc(cpid); ok {
-		return p, true
-	}
-	if a.catchUp(ctx) != nil {
+	if _, err := a.fresh(ctx); err != nil {
 		return raftstore.Proc{}, false
 	}
 	return s.Proc(cpid)
 }
 
-// runsOn reports whether the agreed state places cpid on node, catching
-// up with the leader once if this replica says otherwise (a move may have
-// just committed).
+// runsOn reports whether the agreed state places cpid on node now.
 func (a *Agent) runsOn(cpid int, node string) bool {
 	s, err := a.member()
 	if err != nil {
 		return false
 	}
-	if p, ok := s.Proc(cpid); ok && p.Node == node {
-		return true
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if a.catchUp(ctx) != nil {
-		return false
-	}
-	p, ok := s.Proc(cpid)
+	p, ok := a.findProc(ctx, s, cpid)
 	return ok && p.Node == node
 }
 

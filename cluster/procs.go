@@ -54,6 +54,10 @@ type KillRequest struct {
 	Signal int  `json:"signal"`
 	All    bool `json:"all"`
 	UID    int  `json:"uid"`
+	// Forwarded: sent by the node the caller asked; a node that finds the
+	// process gone from it answers EBUSY and the sender looks again,
+	// rather than passing the signal on.
+	Forwarded bool `json:"forwarded,omitempty"`
 }
 
 // WaitResult is how a process ended; Code is nil when unknown.
@@ -272,7 +276,9 @@ func (a *Agent) kill(ctx context.Context, req KillRequest) error {
 	if err := a.waitAdoption(ctx); err != nil {
 		return fmt.Errorf("%w: %v", fs.ErrBusy, err)
 	}
-	// A process in the middle of a move is signalled once it has landed.
+	// A process in the middle of a move is signalled once it has landed:
+	// each round reads where it is past the read barrier, so a move that
+	// returned anywhere before is seen.
 	deadline := time.Now().Add(migrateTimeout)
 	for {
 		p, ok := a.findProc(ctx, s, req.CPID)
@@ -283,25 +289,24 @@ func (a *Agent) kill(ctx context.Context, req KillRequest) error {
 			return fmt.Errorf("%w: process %d belongs to uid %d", fs.ErrPermission, p.CPID, p.UID)
 		}
 		if p.State != raftstore.ProcMigrating {
-			if p.Node != a.cfg.NodeName {
-				addr, err := a.nodeAddr(p.Node)
-				if err != nil {
-					return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
+			switch {
+			case p.Node != a.cfg.NodeName && req.Forwarded:
+				return fmt.Errorf("%w: process %d is not on %s any more", fs.ErrBusy, p.CPID, a.cfg.NodeName)
+			case p.Node != a.cfg.NodeName:
+				err := a.killThere(ctx, p.Node, req)
+				if !errors.Is(err, fs.ErrBusy) {
+					return err
 				}
-				body, _ := json.Marshal(req)
-				err = a.post(ctx, addr, "/v1/kill", body, nil)
-				if err != nil && errors.Is(err, errRetry) {
-					return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
-				}
-				return err
-			}
-			j, ok := a.job(req.CPID)
-			if ok {
-				j.mu.Lock()
-				moving := j.moving
-				j.mu.Unlock()
-				if !moving {
-					return signalJob(j, syscall.Signal(req.Signal), req.All)
+			default:
+				// Here by the agreed state; a stopped copy left by a move
+				// away (gone) or a frozen one (moving) must not take it.
+				if j, ok := a.job(req.CPID); ok {
+					j.mu.Lock()
+					live := !j.moving && !j.gone
+					j.mu.Unlock()
+					if live {
+						return signalJob(j, syscall.Signal(req.Signal), req.All)
+					}
 				}
 			}
 		}
@@ -316,9 +321,27 @@ func (a *Agent) kill(ctx context.Context, req KillRequest) error {
 	}
 }
 
+// killThere asks the node the process runs on to signal it.
+func (a *Agent) killThere(ctx context.Context, node string, req KillRequest) error {
+	addr, err := a.nodeAddr(node)
+	if err != nil {
+		return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
+	}
+	req.Forwarded = true
+	body, _ := json.Marshal(req)
+	err = a.post(ctx, addr, "/v1/kill", body, nil)
+	if err != nil && errors.Is(err, errRetry) {
+		return fmt.Errorf("%w: %v", fs.ErrNodeDown, err)
+	}
+	return err
+}
+
 func signalJob(j *job, sig syscall.Signal, all bool) error {
 	if !all {
-		return syscall.Kill(j.pid(), sig)
+		if err := syscall.Kill(j.pid(), sig); err != nil {
+			return fmt.Errorf("%w: signal %d to process %d: %v", fs.ErrNoProcess, sig, j.cpid, err)
+		}
+		return nil
 	}
 	// Everyone but the init, which ends by itself once they are gone.
 	for _, pid := range migrate.Tree(j.pid())[1:] {

@@ -20,7 +20,7 @@ func newDebugCmd() *cobra.Command {
 		Use:   "debug",
 		Short: "By-hand tools for ssi's lower layers (checkpoint and restore)",
 	}
-	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd(), newDebugHogCmd())
+	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd(), newDebugHogCmd(), newDebugBarrierCmd())
 	return dbg
 }
 
@@ -154,8 +154,8 @@ func newDebugRaftBenchCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "raft-bench",
-		Short:   "Measure Raft apply latency and throughput from this node",
-		Example: "  ssi debug raft-bench -n 2000 -c 1\n  ssi debug raft-bench -n 5000 -c 32 --json",
+		Short:   "Measure Raft apply (or read barrier) latency and throughput from this node",
+		Example: "  ssi debug raft-bench -n 2000 -c 1\n  ssi debug raft-bench -n 5000 -c 32 --json\n  ssi debug raft-bench --barrier -n 2000",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
@@ -169,13 +169,18 @@ func newDebugRaftBenchCmd() *cobra.Command {
 			if asJSON {
 				return writeJSONOut(cmd.OutOrStdout(), res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d applies, %d at a time: p50 %.2f ms, p99 %.2f ms, %.0f/s\n",
-				res.N, res.Concurrency, res.P50ms, res.P99ms, res.PerSecond)
+			what := "applies"
+			if req.Barrier {
+				what = fmt.Sprintf("read barriers (%d round trips)", res.Rounds)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d %s, %d at a time: p50 %.2f ms, p99 %.2f ms, %.0f/s\n",
+				res.N, what, res.Concurrency, res.P50ms, res.P99ms, res.PerSecond)
 			return nil
 		},
 	}
 	cmd.Flags().IntVarP(&req.N, "n", "n", 1000, "number of applies")
 	cmd.Flags().IntVarP(&req.Concurrency, "concurrency", "c", 1, "applies in flight at once")
+	cmd.Flags().BoolVar(&req.Barrier, "barrier", false, "measure read barriers instead of applies")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
 	return cmd
 }
@@ -232,4 +237,23 @@ func newDebugHogCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&mib, "mib", 16, "resident memory in MiB")
 	return cmd
+}
+
+// newDebugBarrierCmd switches the read barrier, for a bench's baseline.
+func newDebugBarrierCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "read-barrier on|off",
+		Short: "Switch this agent's read barrier (bench baselines only: off, reads may be stale)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "on" && args[0] != "off" {
+				return errors.New("want on or off")
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return cluster.NewClient(cfg.Socket).SetReadBarrier(cmd.Context(), args[0] == "on")
+		},
+	}
 }

@@ -29,7 +29,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			quorum := "yes"
 			if !st.Quorum {
-				quorum = "NO (writes wait; reads are from this node's replica)"
+				quorum = "NO (writes fail with EROFS; reads come from this node's replica)"
 			}
 			leader := st.Leader
 			if leader == "" {
@@ -41,6 +41,9 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(out, "nodes:     %d up of %d (%d voters)\n", st.NodesUp, st.NodesTotal, st.Voters)
 			fmt.Fprintf(out, "quorum:    %s\n", quorum)
 			fmt.Fprintf(out, "processes: %d\n", st.Procs)
+			if st.StaleReads {
+				fmt.Fprintf(out, "reads:     STALE: no quorum answers, %s serves its replica as it is\n", st.Node)
+			}
 			return nil
 		},
 	}
