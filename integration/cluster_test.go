@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,6 +45,8 @@ type clusterLab struct {
 	t    *testing.T
 	name string
 	env  []string
+	// limit bounds each command run through c; zero means cmdTimeout.
+	limit time.Duration
 }
 
 func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab {
@@ -87,11 +90,31 @@ func (c *clusterLab) with(t *testing.T) *clusterLab {
 	return &cc
 }
 
+// within is c with commands that may take up to d.
+func (c *clusterLab) within(d time.Duration) *clusterLab {
+	cc := *c
+	cc.limit = d
+	return &cc
+}
+
+func (c *clusterLab) timeout() time.Duration {
+	if c.limit > 0 {
+		return c.limit
+	}
+	return cmdTimeout
+}
+
 func (c *clusterLab) args(a ...string) []string {
 	return append([]string{"lab", "--name", c.name}, a...)
 }
-func (c *clusterLab) ssi(a ...string) result  { return ssi(c.t, c.env, c.args(a...)...) }
-func (c *clusterLab) must(a ...string) string { return mustSSI(c.t, c.env, c.args(a...)...) }
+func (c *clusterLab) ssi(a ...string) result {
+	c.t.Helper()
+	return ssiWithin(c.t, c.timeout(), c.env, c.args(a...)...)
+}
+func (c *clusterLab) must(a ...string) string {
+	c.t.Helper()
+	return mustSSIWithin(c.t, c.timeout(), c.env, c.args(a...)...)
+}
 
 // on runs ssi inside node and decodes its JSON output into v; it reports
 // whether that worked.
@@ -143,11 +166,45 @@ func (c *clusterLab) background(out io.Writer, a ...string) *exec.Cmd {
 	return cmd
 }
 
+// attached starts ssi lab ARGS in its own process group with a pipe to
+// its stdin and its stdout read line by line (stderr goes to the test's
+// log when it fails); stop ends it.
+func (c *clusterLab) attached(t *testing.T, a ...string) (*exec.Cmd, io.WriteCloser, *lineReader) {
+	t.Helper()
+	cmd := exec.Command(ssiBin, c.args(a...)...)
+	cmd.Env = append(cmd.Environ(), c.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	t.Cleanup(func() {
+		if t.Failed() && errb.String() != "" {
+			t.Logf("stderr of %s: %s", strings.Join(a, " "), errb.String())
+		}
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, in, newLineReader(out)
+}
+
 // stop kills a background command and everything it started in the
-// host's view (what it started inside a node dies with the lab).
-func stop(cmd *exec.Cmd) {
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	_ = cmd.Wait()
+// host's view (what it started inside a node dies with the lab), and
+// waits a bounded time for it to end.
+func stop(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	killGroup(cmd)
+	if err := waitFor(cmd, 30*time.Second); errors.Is(err, errTimedOut) {
+		t.Errorf("%s did not end after SIGKILL: %v", strings.Join(cmd.Args, " "), err)
+	}
 }
 
 func liveAndExactly(ns []nodeInfo, want []string) bool {
@@ -193,7 +250,7 @@ func TestClusterForms(t *testing.T) {
 	}
 	// Load is live: make node2 busy and watch its load rise on node3.
 	busy := c.background(nil, "exec", "node2", "--", "sh", "-c", "while :; do :; done")
-	defer stop(busy)
+	defer stop(t, busy)
 	eventually(t, "node2's load to show on node3", 10*time.Second, func() bool {
 		ns, ok := c.nodes("node3")
 		return ok && len(ns) == 3 && ns[1].Name == "node2" && ns[1].Load > 0.5
@@ -327,7 +384,7 @@ func TestRestartAll(t *testing.T) {
 	// node3 comes back with its state directory and no token at all.
 	agent3 := c.background(nil, "exec", "node3", "--", ssiBin, "agent", "--node-name", "node3",
 		"--node-advertise-addr", "10.213.12.13")
-	defer stop(agent3)
+	defer stop(t, agent3)
 	for _, n := range three {
 		ns := c.agree(n, three, 20*time.Second)
 		if !ns[1].Admin["block"] || !ns[2].Admin["stay"] || ns[0].Admin["block"] {
@@ -357,13 +414,13 @@ func TestStrangersAreRefused(t *testing.T) {
 	wout := &syncBuffer{}
 	wrong := c.background(wout, "exec", "node4", "--", ssiBin, "agent", "--node-name", "node4",
 		"--join-token", other, "--join", seed)
-	defer stop(wrong)
+	defer stop(t, wrong)
 	eventually(t, "the wrong token to be refused", 20*time.Second, func() bool {
 		return strings.Contains(wout.String(), "join refused") && strings.Contains(wout.String(), "token")
 	})
 
 	alone := c.background(nil, "exec", "node5", "--", ssiBin, "agent", "--node-name", "node5")
-	defer stop(alone)
+	defer stop(t, alone)
 	eventually(t, "the tokenless agent to form its own cluster", 20*time.Second, func() bool {
 		ns, ok := c.nodes("node5")
 		return ok && len(ns) == 1 && ns[0].Name == "node5"

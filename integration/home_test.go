@@ -148,7 +148,7 @@ func TestHomeLimitsAndCrash(t *testing.T) {
 	acks := &syncBuffer{}
 	w := c.background(acks, "exec", writer, "--", "bash", "-c",
 		"for i in $(seq 1 400); do echo $i >> /cluster/home/log || exit 1; echo ack $i; done")
-	defer stop(w)
+	defer stop(t, w)
 	eventually(t, "50 acknowledged appends", 60*time.Second, func() bool {
 		return strings.Count(acks.String(), "ack ") >= 50
 	})
@@ -247,7 +247,7 @@ func TestHomeOpenFiles(t *testing.T) {
 		c.must("exec", "node1", "--", "sh", "-c", "head -c 1048576 /dev/zero > /cluster/home/held")
 		holder := c.background(io.Discard, "exec", "node1", "--", "bash", "-c",
 			"exec 3< /cluster/home/held; rm /cluster/home/held; echo unlinked; sleep 600")
-		defer stop(holder)
+		defer stop(t, holder)
 		eventually(t, "the holder to unlink the file", 20*time.Second, func() bool {
 			r := c.ssi("exec", "node2", "--", "test", "-e", "/cluster/home/held")
 			return r.code == 1

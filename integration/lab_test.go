@@ -2,7 +2,6 @@ package integration
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,15 +14,15 @@ import (
 func hostState(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	run := func(name string, args ...string) {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %v: %v: %s", name, args, err, out)
+	show := func(name string, args ...string) {
+		r, err := run(cmdTimeout, nil, nil, name, args...)
+		if err != nil || r.code != 0 {
+			t.Fatalf("%s %v: exit %d, %v: %s%s", name, args, r.code, err, r.out, r.err)
 		}
-		b.WriteString("$ " + name + " " + strings.Join(args, " ") + "\n" + string(out))
+		b.WriteString("$ " + name + " " + strings.Join(args, " ") + "\n" + r.out + r.err)
 	}
-	run("ip", "netns", "list")
-	run("ip", "-br", "link")
+	show("ip", "netns", "list")
+	show("ip", "-br", "link")
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	b.WriteString("$ mount | grep ssi\n")
 	for _, line := range strings.Split(string(mounts), "\n") {
@@ -39,10 +38,21 @@ func hostState(t *testing.T) string {
 	return b.String()
 }
 
+// hostOutput runs a command on the host, bounded by cmdTimeout, and
+// returns its standard output whatever its exit status (pgrep's 1 is
+// "none").
+func hostOutput(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	r, err := run(cmdTimeout, nil, nil, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.out
+}
+
 // agentProcs lists running `ssi agent` processes of the lab under test.
 func agentProcs(t *testing.T) []string {
-	out, _ := exec.Command("pgrep", "-af", ssiBin+" agent").Output()
-	return strings.Fields(strings.TrimSpace(string(out)))
+	return strings.Fields(strings.TrimSpace(hostOutput(t, "pgrep", "-af", ssiBin+" agent")))
 }
 
 const itSubnet = "SSI_LAB_SUBNET=10.213.8.0/24"

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +27,8 @@ func init() {
 
 func helperMain(name string, args []string) int {
 	switch name {
+	case "holdwrite":
+		return holdWrite(args)
 	case "mem":
 		// mem MiB FILE: fill MiB of memory with a pattern, then append
 		// "N ok" (or "N bad") to FILE every 100 ms after checking it.
@@ -177,7 +178,7 @@ func TestMigration(t *testing.T) {
 			t.Fatalf("ssi migrations lists %d committed moves of %s with times and bytes, want 3: %+v", done, cpid, moves)
 		}
 		// Each node was the source of one move: its metrics say so.
-		hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		hc := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join("/var/lib/ssi-lab", c.name, "node2", "run", "agent.sock"))
 		}}}
 		resp, err := hc.Get("http://agent/metrics")
@@ -206,6 +207,7 @@ func TestMigration(t *testing.T) {
 		echo := m.script(t, "echo.sh", "while read -r l; do echo \"got $l\"; done\nexit 7\n")
 		cmd := exec.Command(ssiBin, m.args("exec", "node1", "--", ssiBin, "run", "--", echo)...)
 		cmd.Env = append(os.Environ(), m.env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -219,14 +221,14 @@ func TestMigration(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer stop(cmd)
-		lines := bufio.NewReader(stdout)
+		defer stop(t, cmd)
+		lines := newLineReader(stdout)
 		next := 0
 		exchange := func(k int) {
 			for i := 0; i < k; i++ {
 				next++
 				fmt.Fprintf(stdin, "line %d\n", next)
-				got, err := lines.ReadString('\n')
+				got, err := lines.next(time.Minute)
 				if err != nil || got != fmt.Sprintf("got line %d\n", next) {
 					t.Fatalf("reply to line %d: %q %v (stderr %s)", next, got, err, stderr.String())
 				}
@@ -238,18 +240,21 @@ func TestMigration(t *testing.T) {
 		// Lines sent while it is away are not lost either.
 		fmt.Fprintf(stdin, "line %d\n", next+1)
 		m.must("exec", "node3", "--", ssiBin, "migrate", cpid, "node3")
-		got, err := lines.ReadString('\n')
+		got, err := lines.next(time.Minute)
 		next++
 		if err != nil || got != fmt.Sprintf("got line %d\n", next) {
 			t.Fatalf("reply to line %d sent during the moves: %q %v", next, got, err)
 		}
 		exchange(3)
 		stdin.Close()
-		rest, _ := io.ReadAll(lines)
+		rest, err := lines.rest(time.Minute)
+		if err != nil {
+			t.Fatalf("after stdin closed: %v (output %q, stderr %s)", err, rest, stderr.String())
+		}
 		if len(rest) != 0 {
 			t.Fatalf("extra output: %q", rest)
 		}
-		err = cmd.Wait()
+		err = waitFor(cmd, time.Minute)
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 			t.Fatalf("ssi run exit: %v, want 7 (stderr %s)", err, stderr.String())
 		}
@@ -260,6 +265,7 @@ func TestMigration(t *testing.T) {
 		script := m.script(t, "trapint.sh", "trap 'echo caught INT; exit 42' INT\necho ready\nwhile :; do sleep 0.1; done\n")
 		cmd := exec.Command(ssiBin, m.args("exec", "node2", "--", ssiBin, "run", "--", script)...)
 		cmd.Env = append(os.Environ(), m.env...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -267,16 +273,20 @@ func TestMigration(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer stop(cmd)
-		lines := bufio.NewReader(stdout)
-		if l, err := lines.ReadString('\n'); err != nil || l != "ready\n" {
+		defer stop(t, cmd)
+		lines := newLineReader(stdout)
+		if l, err := lines.next(time.Minute); err != nil || l != "ready\n" {
 			t.Fatalf("first line: %q %v", l, err)
 		}
 		cpid := m.cpidOf(t, "trapint.sh")
 		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node3")
 		// The caller's ssi run (inside node2) gets the ^C.
-		out, err := exec.Command("pgrep", "-f", "^"+regexpQuote(ssiBin)+" run -- "+regexpQuote(script)).Output()
-		pids := strings.Fields(string(out))
+		pg, err := run(cmdTimeout, nil, nil, "pgrep", "-f", "^"+regexpQuote(ssiBin)+" run -- "+regexpQuote(script))
+		out := pg.out
+		if err == nil && pg.code != 0 {
+			err = fmt.Errorf("pgrep: exit %d", pg.code)
+		}
+		pids := strings.Fields(out)
 		if err != nil || len(pids) != 1 {
 			t.Fatalf("finding ssi run: %q %v", out, err)
 		}
@@ -284,10 +294,10 @@ func TestMigration(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
-		if l, err := lines.ReadString('\n'); err != nil || l != "caught INT\n" {
+		if l, err := lines.next(time.Minute); err != nil || l != "caught INT\n" {
 			t.Fatalf("after ^C: %q %v", l, err)
 		}
-		err = cmd.Wait()
+		err = waitFor(cmd, time.Minute)
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
 			t.Fatalf("ssi run exit: %v, want 42", err)
 		}
@@ -451,8 +461,8 @@ func TestMigration(t *testing.T) {
 		cpid := m.runDetached(t, "node1", counter)
 		counted := hostCounts(t, out)
 		copies := func() int {
-			out, _ := exec.Command("pgrep", "-c", "-f", "^/bin/bash "+regexpQuote(counter)).Output()
-			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			out := hostOutput(t, "pgrep", "-c", "-f", "^/bin/bash "+regexpQuote(counter))
+			n, _ := strconv.Atoi(strings.TrimSpace(out))
 			return n
 		}
 		grows := func(what string) {
@@ -510,17 +520,26 @@ func TestMigration(t *testing.T) {
 		cpid := strings.TrimSpace(out)
 		n := m.waitGrows(t, "node1", "mem.txt", 2)
 		var mig result
+		var migErr error
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			mig = ssi(t, m.env, m.args("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")...)
+			// Not t.Fatal: this is not the test's goroutine.
+			mig, migErr = run(cmdTimeout, m.env, nil, ssiBin, m.args("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")...)
 		}()
 		eventually(t, "the move to begin", 20*time.Second, func() bool {
 			r := m.ssi("exec", "node1", "--", "cat", "/cluster/proc/"+cpid+"/status")
 			return strings.Contains(r.out, "State:\tmigrating")
 		})
 		m.must("kill", "node2")
-		<-done
+		select {
+		case <-done:
+		case <-time.After(cmdTimeout + 30*time.Second):
+			t.Fatal("the move whose destination died did not return")
+		}
+		if migErr != nil {
+			t.Fatal(migErr)
+		}
 		if mig.code == 0 {
 			t.Fatalf("the move succeeded although its destination died: %s", mig.out)
 		}
@@ -534,9 +553,9 @@ func TestMigration(t *testing.T) {
 			t.Fatalf("memory changed by the failed move:\n%s", text)
 		}
 		// One copy, on node1: the host sees every node's processes.
-		pg, _ := exec.Command("pgrep", "-f", "-c", "^"+regexpQuote(self)+" 256 ").Output()
-		if strings.TrimSpace(string(pg)) != "1" {
-			t.Fatalf("%s copies of the process run", strings.TrimSpace(string(pg)))
+		pg := hostOutput(t, "pgrep", "-f", "-c", "^"+regexpQuote(self)+" 256 ")
+		if strings.TrimSpace(pg) != "1" {
+			t.Fatalf("%s copies of the process run", strings.TrimSpace(pg))
 		}
 		m.must("start", "node2")
 		m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
