@@ -179,19 +179,6 @@ func (b *batch) check(h *homeHandle) error {
 	return b.err
 }
 
-// unseen returns the latest failure if a writer open here has not been
-// told of it yet: after a move that writer would never hear of it.
-func (b *batch) unseen() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for h := range b.writers {
-		if h.seen != b.seq {
-			return b.err
-		}
-	}
-	return nil
-}
-
 // add queues data; a full batch is sent.
 func (f *homeFS) add(ctx context.Context, ino uint64, b *batch, off uint64, data []byte) {
 	b.wmu.Lock()
@@ -364,9 +351,7 @@ func (f *homeFS) flushAll(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = f.commitBatch(ctx, inos[i], b); errs[i] == nil {
-				errs[i] = b.unseen()
-			}
+			errs[i] = f.commitBatch(ctx, inos[i], b)
 		}()
 	}
 	wg.Wait()

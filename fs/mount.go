@@ -53,10 +53,12 @@ type Mounted struct {
 
 // FlushHome commits every byte written to /cluster/home on this node and
 // not yet committed, waiting for what is on its way too, and returns the
-// first failure, or one that a writer here has not yet heard of (a
-// process moved away would never hear of it). Each failure also stays
-// recorded for the writers' next write, fsync and close. nil means every
-// byte written here is on a quorum, so another node sees it.
+// first failure of those commits. Each failure also stays recorded for
+// the writers' next write, fsync and close. An older failure that a
+// writer has not heard of yet is not returned: it is that writer's, and
+// one user's failed write must not hold back every move of the node.
+// nil means every byte still buffered here is now on a quorum, so
+// another node sees it.
 //
 // The agent calls it after a process was frozen for a move and before
 // the destination restores it: the process's appends are then durable
