@@ -19,7 +19,9 @@ import (
 // (source agent -> destination agent): a type byte, a big-endian uint32
 // length, the payload.
 const (
-	frHeader   = 'h' // JSON: what the stream is (streamHeader)
+	frHeader = 'h' // JSON: what the stream is (streamHeader); on a holder's stream then a stdioHello, both ways
+	// On a holder's stream, frStdin, frStdout and frStderr payloads start
+	// with the 8-byte big-endian offset of their first byte (stdio.go).
 	frStdin    = 'i' // bytes for the process's stdin
 	frEOF      = 'e' // the caller's stdin ended
 	frSignal   = 's' // one byte: a signal for the process
@@ -27,7 +29,7 @@ const (
 	frStderr   = 'E' // bytes the process wrote to stderr
 	frExit     = 'x' // JSON: the process ended (exitInfo)
 	frCPID     = 'c' // JSON: the cpid of a process just started
-	frDetach   = 'D' // holder -> session: stop sending; session -> holder: nothing more follows
+	frAck      = 'a' // JSON stdioAck, on a holder's stream: how far the sender has got; also the keepalive
 	frData     = 'd' // a piece of an image file
 	frDataEnd  = 'z' // the images are complete
 	frPending  = 'p' // JSON: stdio state of a frozen process (stdioState)

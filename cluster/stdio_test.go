@@ -1,0 +1,907 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// These tests drive a session and its holders as the agents do, over
+// socketpairs (buffered like TCP), with a fake process that echoes its
+// stdin lines and can be frozen and "restored" onto new pipes, as CRIU
+// does. Every wait has a deadline.
+
+// fastStdio is stdioTiming for tests: dead streams show within a second.
+var fastStdio = stdioTiming{
+	keepalive: 50 * time.Millisecond, idle: 500 * time.Millisecond, dial: time.Second,
+	backoff: 100 * time.Millisecond, orphan: time.Second, exitWait: 2 * time.Second,
+	stop: time.Second, watch: 50 * time.Millisecond, lostGrace: 300 * time.Millisecond,
+}
+
+const testCPID = 42
+
+// stdioTest is one attached process: the session, the caller's end, and
+// how holders reach the session.
+type stdioTest struct {
+	t *testing.T
+	a *Agent
+	s *session
+
+	caller *frameConn // what `ssi run` holds
+
+	mu     sync.Mutex
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	exits  []int
+	atExit int        // stdout bytes when the exit came
+	links  []net.Conn // the session's ends of holder streams
+}
+
+func newStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
+	x := &stdioTest{t: t, a: &Agent{log: testLogger(t), sessions: map[int]*session{}}}
+	if check == nil {
+		check = func() (bool, *int) { return true, nil }
+	}
+	mine, theirs := socketPair(t)
+	agentEnd := newFrameConn(theirs)
+	x.s = x.a.openSession(testCPID, agentEnd, fastStdio, check)
+	go x.s.fromClient(agentEnd)
+	x.caller = newFrameConn(mine)
+	go x.readCaller()
+	t.Cleanup(func() { x.s.end([]byte(`{"code":-1}`)) })
+	return x
+}
+
+// readCaller is `ssi run`'s loop: output and the exit, as they come.
+func (x *stdioTest) readCaller() {
+	for {
+		typ, b, err := x.caller.recv()
+		if err != nil {
+			return
+		}
+		x.mu.Lock()
+		switch typ {
+		case frStdout:
+			x.stdout.Write(b)
+		case frStderr:
+			x.stderr.Write(b)
+		case frExit:
+			var e exitInfo
+			_ = json.Unmarshal(b, &e)
+			x.exits = append(x.exits, e.Code)
+			x.atExit = x.stdout.Len()
+		}
+		x.mu.Unlock()
+	}
+}
+
+func (x *stdioTest) send(typ byte, b string) {
+	x.t.Helper()
+	if err := x.caller.send(typ, []byte(b)); err != nil {
+		x.t.Fatalf("the caller's send: %v", err)
+	}
+}
+
+// waitOut waits until the caller's stdout is exactly want.
+func (x *stdioTest) waitOut(want string, d time.Duration) {
+	x.t.Helper()
+	eventually(x.t, d, func() (bool, string) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		got := x.stdout.String()
+		if len(got) > len(want) || !strings.HasPrefix(want, got) {
+			x.t.Fatalf("caller's stdout %q, want %q", got, want)
+		}
+		return got == want, fmt.Sprintf("caller's stdout %q, want %q", got, want)
+	})
+}
+
+// waitExit waits for the one exit the caller must get.
+func (x *stdioTest) waitExit(want int, d time.Duration) {
+	x.t.Helper()
+	eventually(x.t, d, func() (bool, string) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return len(x.exits) > 0, fmt.Sprintf("no exit; stdout %q stderr %q", x.stdout.String(), x.stderr.String())
+	})
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.exits) != 1 || x.exits[0] != want {
+		x.t.Fatalf("exits %v, want [%d]", x.exits, want)
+	}
+}
+
+// hooks shape one stream from a holder to the session.
+type hooks struct {
+	dialled <-chan struct{} // the holder's dial returns only once this is closed
+	serve   <-chan struct{} // the session serves the stream only once this is closed
+	started chan<- struct{} // closed once the session side has the stream
+	dials   *atomic.Int32   // counts the holder's dials
+}
+
+// connect is what dial is for a holder: a stream to the session through
+// a fake migration port.
+func (x *stdioTest) connect(hk hooks) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		if hk.dials != nil {
+			hk.dials.Add(1)
+		}
+		mine, theirs := socketPair(x.t)
+		x.mu.Lock()
+		x.links = append(x.links, theirs)
+		x.mu.Unlock()
+		go func() {
+			defer theirs.Close()
+			fc := newFrameConn(theirs)
+			var hdr streamHeader
+			if err := fc.expect(frHeader, &hdr); err != nil || hdr.Kind != "stdio" || hdr.CPID != testCPID {
+				return
+			}
+			if hk.started != nil {
+				close(hk.started)
+			}
+			if hk.serve != nil {
+				<-hk.serve
+			}
+			x.s.serveHolder(fc)
+		}()
+		if err := newFrameConn(mine).sendJSON(frHeader, streamHeader{Kind: "stdio", CPID: testCPID}); err != nil {
+			mine.Close()
+			return nil, err
+		}
+		if hk.dialled != nil {
+			select {
+			case <-hk.dialled:
+			case <-ctx.Done():
+				mine.Close()
+				return nil, ctx.Err()
+			}
+		}
+		return mine, nil
+	}
+}
+
+// cut breaks every holder stream the session has now.
+func (x *stdioTest) cut() {
+	x.mu.Lock()
+	links := x.links
+	x.links = nil
+	x.mu.Unlock()
+	for _, c := range links {
+		c.Close()
+	}
+}
+
+// holder makes a holder for p's pipes, as handleRun or landed would.
+func (x *stdioTest) holder(p *pipes, st *stdioState, hk hooks) *holder {
+	h := x.a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, st)
+	h.tm = fastStdio
+	h.pid = func() int { return 0 }
+	h.connect = x.connect(hk)
+	x.t.Cleanup(h.close)
+	return h
+}
+
+// pipes are one node's stdio pipes of the process: the holder's ends
+// (inW, inR, outR, errR) and the process's (in, outW, errW).
+type pipes struct {
+	inR, inW, outR, outW, errR, errW *os.File
+	in                               int // the process's stdin: a second descriptor of inR
+	once                             sync.Once
+}
+
+func newPipes(t *testing.T) *pipes {
+	t.Helper()
+	var p pipes
+	var err error
+	for _, pair := range [][2]**os.File{{&p.inR, &p.inW}, {&p.outR, &p.outW}, {&p.errR, &p.errW}} {
+		if *pair[0], *pair[1], err = os.Pipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not Fd(): that would make the pipe blocking.
+	rc, err := p.inR.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { p.in, err = unix.Dup(int(fd)) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// fakeProc echoes each stdin line as "got LINE", says "bye" at EOF and
+// exits. Holding mu freezes it between two reads, as CRIU's freeze does.
+type fakeProc struct {
+	mu     sync.Mutex
+	p      *pipes
+	line   []byte
+	exited chan struct{}
+}
+
+func startProc(t *testing.T, p *pipes, frozen bool) *fakeProc {
+	f := &fakeProc{p: p, exited: make(chan struct{})}
+	if frozen {
+		f.mu.Lock()
+	}
+	go f.run()
+	t.Cleanup(func() {
+		locked := f.mu.TryLock()
+		f.p.close()
+		if locked {
+			f.mu.Unlock()
+		}
+	})
+	return f
+}
+
+func (f *fakeProc) run() {
+	defer close(f.exited)
+	buf := make([]byte, 4096)
+	for {
+		f.mu.Lock()
+		n, err := unix.Read(f.p.in, buf)
+		if n > 0 {
+			f.line = append(f.line, buf[:n]...)
+			for {
+				i := bytes.IndexByte(f.line, '\n')
+				if i < 0 {
+					break
+				}
+				_, _ = f.p.outW.Write([]byte("got " + string(f.line[:i+1])))
+				f.line = f.line[i+1:]
+			}
+		}
+		if n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			_, _ = f.p.outW.Write([]byte("bye\n"))
+			f.p.outW.Close()
+			f.p.errW.Close()
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		if n <= 0 {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+}
+
+// close closes the process's ends, as its death does.
+func (p *pipes) close() {
+	p.once.Do(func() {
+		unix.Close(p.in)
+		p.outW.Close()
+		p.errW.Close()
+	})
+}
+
+// move moves f from holder h to a new holder on new pipes, as a
+// migration does: freeze, detach, restore, start, resume, close the
+// source. With fail, the move fails after the detach and h resumes.
+func (x *stdioTest) move(f *fakeProc, h *holder, fail bool, hk hooks) *holder {
+	x.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return x.moveFrozen(f, h, fail, hk)
+}
+
+// moveFrozen is move for a process the caller has frozen.
+func (x *stdioTest) moveFrozen(f *fakeProc, h *holder, fail bool, hk hooks) *holder {
+	x.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	st, err := h.detach(ctx)
+	if err != nil {
+		x.t.Fatalf("detach: %v", err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		x.t.Fatalf("detach took %v", d)
+	}
+	if fail {
+		h.resume(st)
+		return h
+	}
+	// st travels as JSON, as in frPending.
+	b, err := json.Marshal(st)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	var there stdioState
+	if err := json.Unmarshal(b, &there); err != nil {
+		x.t.Fatal(err)
+	}
+	p := newPipes(x.t)
+	nh := x.holder(p, &there, hk)
+	old := f.p
+	f.p = p
+	old.close()
+	nh.start()
+	h.close()
+	return nh
+}
+
+// The bug seen in CI. A move's destination holder writes the stdin it
+// was handed to the process at once, and the process answers at once,
+// but the holder's stream to the session is not up yet (its dial, the
+// session's read barrier): the old holder dropped output it had no
+// stream for, so the reply to that line never reached the caller.
+func TestStdioReplyBeforeTheLinkIsUpReachesTheCaller(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, true) // frozen: the line stays unread
+	a := x.holder(p, nil, hooks{})
+	a.start()
+	x.send(frStdin, "line 1\n")
+	eventually(t, 2*time.Second, func() (bool, string) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.in == 7, fmt.Sprintf("the holder has %d stdin bytes, want 7", a.in)
+	})
+	dialled := make(chan struct{})
+	b := x.moveFrozen(f, a, false, hooks{dialled: dialled})
+	f.mu.Unlock()
+	// The process has answered; the stream is still being opened.
+	eventually(t, 2*time.Second, func() (bool, string) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.outLen == len("got line 1\n"), fmt.Sprintf("the holder keeps %d output bytes", b.outLen)
+	})
+	close(dialled)
+	x.waitOut("got line 1\n", 2*time.Second)
+}
+
+// The race reproduced on a lab (a slow dial, as on a loaded CI machine):
+// a holder's dial is still under way when the next move detaches it. The
+// session took the stream as soon as the header came and sent the stdin
+// it kept into it; the holder, detached meanwhile, dropped the stream,
+// and that line was lost: its echo never came, and the test hung.
+func TestStdioDetachWhileTheHolderDialsLosesNoInput(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	a := x.holder(p, nil, hooks{})
+	a.start()
+	x.send(frStdin, "line 1\n")
+	x.waitOut("got line 1\n", 2*time.Second)
+
+	dialled, started := make(chan struct{}), make(chan struct{})
+	b := x.move(f, a, false, hooks{dialled: dialled, started: started})
+	waitClosed(t, started, "the session side of the slow stream")
+	x.send(frStdin, "line 2\n") // sent after the first move returned
+	eventually(t, 2*time.Second, func() (bool, string) {
+		x.s.mu.Lock()
+		defer x.s.mu.Unlock()
+		return x.s.inAt+uint64(len(x.s.in)) == 14, "the session has not got line 2"
+	})
+	// The next move detaches b while its dial is still under way.
+	f.mu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := b.detach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(dialled) // b sees it was detached and drops the stream
+	np := newPipes(t)
+	c := x.holder(np, st, hooks{})
+	old := f.p
+	f.p = np
+	old.close()
+	c.start()
+	b.close()
+	f.mu.Unlock()
+	x.waitOut("got line 1\ngot line 2\n", 3*time.Second)
+}
+
+// A holder's stream that reaches the session late, after the next
+// holder's (its session side waited for the read barrier), is refused:
+// it must not take the input that now belongs to the newer holder.
+func TestStdioLateStreamOfAnOldHolderIsRefused(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	a := x.holder(p, nil, hooks{})
+	a.start()
+	x.send(frStdin, "line 1\n")
+	x.waitOut("got line 1\n", 2*time.Second)
+
+	serve, started := make(chan struct{}), make(chan struct{})
+	b := x.move(f, a, false, hooks{serve: serve, started: started})
+	waitClosed(t, started, "the session side of the slow stream")
+	// b's hello waits in the socket; b moves on before the session reads it.
+	var dials atomic.Int32
+	c := x.move(f, b, false, hooks{dials: &dials})
+	x.send(frStdin, "line 2\n")
+	x.waitOut("got line 1\ngot line 2\n", 2*time.Second)
+	close(serve) // now the session reads b's hello
+	eventually(t, 2*time.Second, func() (bool, string) {
+		x.s.mu.Lock()
+		defer x.s.mu.Unlock()
+		return x.s.epoch == 3 && x.s.cur != nil, fmt.Sprintf("epoch %d", x.s.epoch)
+	})
+	x.send(frStdin, "line 3\n")
+	x.waitOut("got line 1\ngot line 2\ngot line 3\n", 2*time.Second)
+	// c's stream was never replaced by b's.
+	c.mu.Lock()
+	linked := c.link != nil
+	c.mu.Unlock()
+	if n := dials.Load(); n != 1 || !linked {
+		t.Fatalf("the newest holder dialled %d times (linked %v), want once", n, linked)
+	}
+}
+
+// Every byte reaches the process once and every answer the caller once,
+// in order, while the process moves (some moves fail) and its streams
+// break, under a steady flow of input; the exit comes last.
+func TestStdioMovesUnderTrafficLoseAndRepeatNothing(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	const lines = 400
+	var want strings.Builder
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 1; i <= lines; i++ {
+			if x.caller.send(frStdin, []byte(fmt.Sprintf("line %d\n", i))) != nil {
+				return
+			}
+			if i%20 == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}()
+	for i := 1; i <= lines; i++ {
+		fmt.Fprintf(&want, "got line %d\n", i)
+	}
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 24; i++ {
+		time.Sleep(time.Duration(rng.Intn(8)) * time.Millisecond)
+		switch rng.Intn(4) {
+		case 0:
+			x.cut()
+		case 1:
+			h = x.move(f, h, true, hooks{})
+		default:
+			h = x.move(f, h, false, hooks{})
+		}
+	}
+	waitClosed(t, sent, "the caller's input")
+	x.send(frEOF, "")
+	waitClosed(t, f.exited, "the process's exit")
+	want.WriteString("bye\n")
+	go h.finish(7)
+	x.waitOut(want.String(), 10*time.Second)
+	x.waitExit(7, 5*time.Second)
+}
+
+// The exit reaches the caller after all the output, even when much of it
+// waits in the holder for a stream.
+func TestStdioExitComesAfterAllOutput(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	dialled := make(chan struct{})
+	h := x.holder(p, nil, hooks{dialled: dialled})
+	h.start()
+	want := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16)
+	go func() {
+		_, _ = p.outW.Write(want)
+		p.close()
+	}()
+	eventually(t, 2*time.Second, func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.outLen == len(want), fmt.Sprintf("the holder keeps %d output bytes", h.outLen)
+	})
+	go h.finish(9)
+	close(dialled)
+	x.waitExit(9, 5*time.Second)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.atExit != len(want) || !bytes.Equal(x.stdout.Bytes(), want) {
+		t.Fatalf("the exit came after %d output bytes; %d in all, want %d", x.atExit, x.stdout.Len(), len(want))
+	}
+}
+
+// The session may see an old stream's last output after the next
+// stream arrived (a failed move's resume: same holder, new stream; or the
+// next holder's), and the next holder, told by an acknowledgement that
+// the session has that output, goes on from there. Output is placed by
+// its offset, not by how much came on the stream: counted per stream,
+// the new stream's bytes would be taken for the ones already passed on,
+// and lost. What comes twice is passed on once.
+func TestStdioOutputIsPlacedByOffset(t *testing.T) {
+	x := newStdioTest(t, nil)
+	old, now := &sstream{wake: make(chan struct{}, 1)}, &sstream{wake: make(chan struct{}, 1)}
+	a, b := strings.Repeat("A", 100), strings.Repeat("B", 100)
+	x.s.relayOut(old, frStdout, withAt(0, []byte(a)))
+	x.s.relayOut(now, frStdout, withAt(100, []byte(b)))
+	x.s.relayOut(old, frStdout, withAt(50, []byte(a[50:]+b[:20])))
+	x.s.relayOut(now, frStderr, withAt(150, []byte(b[50:]+"C")))
+	x.waitOut(a+b, 2*time.Second)
+	eventually(t, 2*time.Second, func() (bool, string) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return x.stderr.String() == "C", fmt.Sprintf("stderr %q", x.stderr.String())
+	})
+}
+
+// Likewise, stdin the session sends again reaches the process once.
+func TestStdioInputIsPlacedByOffset(t *testing.T) {
+	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
+	p := newPipes(t)
+	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h.tm, h.pid = fastStdio, func() int { return 0 }
+	t.Cleanup(h.close)
+	h.connect = func(context.Context) (net.Conn, error) {
+		mine, theirs := socketPair(t)
+		go func() {
+			fc := newFrameConn(theirs)
+			var hello stdioHello
+			if fc.expect(frHeader, &hello) != nil {
+				return
+			}
+			_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			_ = fc.send(frStdin, withAt(0, []byte("abc\n")))
+			_ = fc.send(frStdin, withAt(0, []byte("abc\ndef\n")))
+			_ = fc.send(frEOF, nil)
+		}()
+		return mine, nil
+	}
+	h.start()
+	f := startProc(t, p, false)
+	waitClosed(t, f.exited, "the process's exit")
+	want := "got abc\ngot def\nbye\n"
+	eventually(t, 2*time.Second, func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		var got []byte
+		for _, c := range h.out {
+			got = append(got, c.B...)
+		}
+		return string(got) == want, fmt.Sprintf("the process answered %q, want %q", got, want)
+	})
+}
+
+// A detach waits for no peer: a session that has stopped reading does not
+// keep the process frozen, and what was not acknowledged travels on.
+func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
+	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h.tm, h.pid = fastStdio, func() int { return 0 }
+	t.Cleanup(h.close)
+	stalled := make(chan struct{})
+	t.Cleanup(func() { close(stalled) })
+	h.connect = func(context.Context) (net.Conn, error) {
+		mine, theirs := socketPair(t)
+		go func() {
+			defer theirs.Close()
+			fc := newFrameConn(theirs)
+			var hello stdioHello
+			if fc.expect(frHeader, &hello) != nil {
+				return
+			}
+			// Took the stream, sends one line, then neither reads nor writes.
+			_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			_ = fc.send(frStdin, withAt(0, []byte("x\n")))
+			<-stalled
+		}()
+		return mine, nil
+	}
+	h.start()
+	eventually(t, 2*time.Second, func() (bool, string) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.outLen == len("got x\n"), fmt.Sprintf("%d output bytes", h.outLen)
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t0 := time.Now()
+	st, err := h.detach(context.Background())
+	if err != nil || time.Since(t0) > 500*time.Millisecond {
+		t.Fatalf("detach: %v after %v", err, time.Since(t0))
+	}
+	var out []byte
+	for _, c := range st.Out {
+		out = append(out, c.B...)
+	}
+	if st.In != 2 || len(st.Pending) != 0 || st.OutAt != 0 || string(out) != "got x\n" {
+		t.Fatalf("state %+v, output %q", st, out)
+	}
+}
+
+// A caller that pours input into a process that never reads is held
+// back: the agent keeps a bounded amount, and the caller still gets the
+// exit.
+func TestStdioInputIsBounded(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	var mu sync.Mutex
+	total := 0
+	go func() {
+		chunk := make([]byte, 32<<10)
+		for x.caller.send(frStdin, chunk) == nil {
+			mu.Lock()
+			total += len(chunk)
+			mu.Unlock()
+		}
+	}()
+	sent := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return total
+	}
+	last := -1
+	eventually(t, 5*time.Second, func() (bool, string) {
+		n := sent()
+		time.Sleep(200 * time.Millisecond)
+		stuck := n == sent() && n == last
+		last = n
+		return stuck, fmt.Sprintf("the caller still sends (%d bytes so far)", n)
+	})
+	x.s.mu.Lock()
+	kept := len(x.s.in)
+	x.s.mu.Unlock()
+	h.mu.Lock()
+	queued := len(h.queue)
+	h.mu.Unlock()
+	if kept > stdioMaxIn+stdioChunk || queued > stdioMaxIn+stdioChunk || last > 4<<20 {
+		t.Fatalf("the caller sent %d bytes; the session keeps %d, the holder %d", last, kept, queued)
+	}
+	p.close()
+	go h.finish(0)
+	x.waitExit(0, 5*time.Second)
+}
+
+// A stream that goes quiet is given up on both sides, and the holder
+// reaches the session again.
+func TestStdioQuietStreamsEnd(t *testing.T) {
+	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
+	p := newPipes(t)
+	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h.tm, h.pid = fastStdio, func() int { return 0 }
+	t.Cleanup(h.close)
+	stalled := make(chan struct{})
+	t.Cleanup(func() { close(stalled) })
+	dials := make(chan struct{}, 16)
+	h.connect = func(context.Context) (net.Conn, error) {
+		dials <- struct{}{}
+		mine, theirs := socketPair(t)
+		go func() {
+			defer theirs.Close()
+			fc := newFrameConn(theirs)
+			var hello stdioHello
+			if fc.expect(frHeader, &hello) == nil {
+				_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			}
+			<-stalled // and never a keepalive
+		}()
+		return mine, nil
+	}
+	h.start()
+	for i := 0; i < 2; i++ {
+		select {
+		case <-dials:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("the holder dialled %d times; a quiet stream must end within %v", i, fastStdio.idle)
+		}
+	}
+
+	x := newStdioTest(t, nil)
+	mine, theirs := socketPair(t)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		x.s.serveHolder(newFrameConn(theirs))
+	}()
+	fc := newFrameConn(mine)
+	if err := fc.sendJSON(frHeader, stdioHello{Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// A holder that says hello and then nothing, ever.
+	waitClosed(t, served, "the session giving up a quiet holder")
+}
+
+// A process that ended without a word from its holder (its node died)
+// still ends the caller's wait, with its exit code where known.
+func TestStdioLostProcessEndsTheCaller(t *testing.T) {
+	code := 3
+	x := newStdioTest(t, func() (bool, *int) { return false, &code })
+	x.waitExit(3, 3*time.Second)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !strings.Contains(x.stderr.String(), "ssi: process 42 ended") {
+		t.Fatalf("stderr %q", x.stderr.String())
+	}
+}
+
+// The process has left the agreed state (it ended), but its holder is
+// still attached: the caller waits for the holder's word, not the
+// watchdog's.
+func TestStdioAttachedHolderOutlivesTheWatchdog(t *testing.T) {
+	x := newStdioTest(t, func() (bool, *int) { return false, nil })
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	x.send(frStdin, "line 1\n")
+	x.waitOut("got line 1\n", 2*time.Second)
+	time.Sleep(3 * fastStdio.lostGrace)
+	x.mu.Lock()
+	exits := len(x.exits)
+	x.mu.Unlock()
+	if exits != 0 {
+		t.Fatal("the session ended while its holder was attached")
+	}
+	x.send(frEOF, "")
+	waitClosed(t, f.exited, "the process's exit")
+	go h.finish(4)
+	x.waitExit(4, 3*time.Second)
+}
+
+// A move that fails after the detach leaves stdin as it was, even when
+// the EOF was already given (the stdin pipe is closed on our side).
+func TestStdioFailedMoveAfterEOFKeepsStdin(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, true)
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	x.send(frStdin, "abc\n")
+	x.send(frEOF, "")
+	eventually(t, 2*time.Second, func() (bool, string) {
+		_, err := h.stdinW.Write(nil)
+		return errors.Is(err, os.ErrClosed), "the holder has not closed the stdin pipe"
+	})
+	f.mu.Unlock()
+	h = x.move(f, h, true, hooks{})
+	waitClosed(t, f.exited, "the process's exit")
+	go h.finish(5)
+	x.waitOut("got abc\nbye\n", 2*time.Second)
+	x.waitExit(5, 3*time.Second)
+}
+
+// A signal sent while the process is between two holders is delivered
+// once, by the next one.
+func TestStdioSignalDuringAMoveOnce(t *testing.T) {
+	got := make(chan os.Signal, 8)
+	signal.Notify(got, syscall.SIGUSR1)
+	defer signal.Stop(got)
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, false)
+	h := x.holder(p, nil, hooks{})
+	h.pid = os.Getpid
+	h.start()
+	x.send(frSignal, string([]byte{byte(syscall.SIGUSR1)}))
+	waitSignal(t, got)
+	f.mu.Lock()
+	st, err := h.detach(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.send(frSignal, string([]byte{byte(syscall.SIGUSR1)}))
+	np := newPipes(t)
+	nh := x.holder(np, st, hooks{})
+	nh.pid = os.Getpid
+	old := f.p
+	f.p = np
+	old.close()
+	nh.start()
+	h.close()
+	f.mu.Unlock()
+	waitSignal(t, got)
+	x.send(frStdin, "after\n") // the signal went before this line
+	x.waitOut("got after\n", 2*time.Second)
+	select {
+	case s := <-got:
+		t.Fatalf("a second %v", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func waitSignal(t *testing.T, got <-chan os.Signal) {
+	t.Helper()
+	select {
+	case <-got:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no signal")
+	}
+}
+
+// eventually polls ok until it holds, failing with its message after d.
+func eventually(t *testing.T, d time.Duration, ok func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		done, msg := ok()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitClosed(t *testing.T, c <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("waiting for %s: timed out", what)
+	}
+}
+
+// socketPair is a connected pair of stream sockets: buffered like TCP,
+// with deadlines.
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		conns[0].Close()
+		conns[1].Close()
+	})
+	return conns[0], conns[1]
+}
+
+// testLogger logs through t until the test ends.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testLogWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testLogWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testLogWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	}
+	return len(b), nil
+}
