@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"ssi/fs/mountinfo"
 )
 
 // mountHome mounts /cluster with h as its home and the kernel allowed to
@@ -25,20 +23,7 @@ func mountHome(t *testing.T, h Home) (*fakeView, string) {
 	}
 	v := &fakeView{admin: map[string]bool{},
 		procs: []ProcView{{CPID: 7, Node: "node1"}}, nodes: []NodeView{{Name: "node1", Up: true}}}
-	dir := filepath.Join(userDir(t), "cluster")
-	m, err := Mount(v, Options{Mountpoint: dir, Home: h, AttrTimeout: time.Second, EntryTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-		if mountinfo.Mounted(dir) {
-			t.Errorf("%s still mounted", dir)
-		}
-	})
-	return v, dir
+	return v, mountAt(t, v, Options{Home: h, AttrTimeout: time.Second, EntryTimeout: time.Second})
 }
 
 // run runs a shell command with a deadline.

@@ -86,8 +86,15 @@ func mountFake(t *testing.T) (*fakeView, string) {
 		procs: []ProcView{{CPID: 7, Name: "sleep", Argv: []string{"sleep", "99"}, Node: "node1", Home: "node1", UID: 1000}},
 		admin: map[string]bool{},
 	}
-	dir := filepath.Join(userDir(t), "cluster")
-	m, err := Mount(v, Options{Mountpoint: dir})
+	return v, mountAt(t, v, Options{})
+}
+
+// mountAt mounts v with o in a fresh directory, unmounted (and checked
+// to be) when the test ends.
+func mountAt(t *testing.T, v View, o Options) string {
+	t.Helper()
+	o.Mountpoint = filepath.Join(userDir(t), "cluster")
+	m, err := Mount(v, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +102,11 @@ func mountFake(t *testing.T) (*fakeView, string) {
 		if err := m.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 		}
-		if mountinfo.Mounted(dir) {
-			t.Errorf("%s still mounted", dir)
+		if mountinfo.Mounted(o.Mountpoint) {
+			t.Errorf("%s still mounted", o.Mountpoint)
 		}
 	})
-	return v, dir
+	return o.Mountpoint
 }
 
 // userDir is a temporary directory other users may enter: the writes
