@@ -125,13 +125,17 @@ SCRIPT
 chmod +x /tmp/ssi-bench-fs.sh
 "$SSI" lab --name bench1 exec node1 -- mkdir -p /var/lib/ssi/bench
 read -r nw nr nc nf <<<"$("$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /var/lib/ssi/bench "$MB" "$FILES")"
-read -r hw hr hc hf <<<"$("$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /cluster/home "$MB" "$FILES")"
-"$SSI" lab --name bench1 exec node1 -- "$SSI" debug read-barrier off
-read -r xw xr xc xf <<<"$("$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /cluster/home "$MB" "$FILES")"
-"$SSI" lab --name bench1 exec node1 -- "$SSI" debug read-barrier on
+# With the read barrier and without, in the order on, off, off, on, and
+# the better of each pair: a second run on the same lab differs from the
+# first (the log has grown), which would otherwise count as the barrier's.
+home() { "$SSI" lab --name bench1 exec node1 -- "$SSI" debug read-barrier "$1" && "$SSI" lab --name bench1 exec node1 -- /tmp/ssi-bench-fs.sh /cluster/home "$MB" "$FILES"; }
+best() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); for (i = 1; i <= 4; i++) printf "%s ", (x[i] + 0 > y[i] + 0 ? x[i] : y[i]) }'; }
+on1=$(home on); off1=$(home off); off2=$(home off); on2=$(home on)
+read -r hw hr hc hf <<<"$(best "$on1" "$on2")"
+read -r xw xr xc xf <<<"$(best "$off1" "$off2")"
 rm -f /tmp/ssi-bench-fs.sh
 echo
-echo "### /cluster/home on one node (${MB} MiB file, ${FILES} small files; baseline: a native directory of the same node)"
+echo "### /cluster/home on one node (${MB} MiB file, ${FILES} small files; baseline: a native directory of the same node; home: the better of two runs, with the read barrier and without)"
 echo
 echo "| measure | native (baseline) | /cluster/home | ratio | home, barrier off | barrier on / off |"
 echo "| --- | --- | --- | --- | --- | --- |"

@@ -36,7 +36,13 @@ step "one /cluster on every node: the nodes' load as node2 sees it, and a shared
 echo "\$ ssi lab exec node1 -- sh -c 'echo hello from node1 > /cluster/home/hello'"
 "$SSI" lab exec node1 -- sh -c 'echo hello from node1 > /cluster/home/hello'
 echo "\$ ssi lab exec node3 -- cat /cluster/home/hello"
-"$SSI" lab exec node3 -- cat /cluster/home/hello
+got=$("$SSI" lab exec node3 -- cat /cluster/home/hello)
+echo "$got"
+# One truth on every node: node3 reads what node1 wrote, at once.
+if [ "$got" != "hello from node1" ]; then
+  echo "demo: node3 read \"$got\", node1 wrote \"hello from node1\"" >&2
+  exit 1
+fi
 
 step "start a counter on node1 as a cluster process (ssi run -d)"
 counter="$work/counter.txt"
