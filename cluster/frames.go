@@ -38,6 +38,12 @@ const (
 	frError    = '!' // text: the far side gives up, and why
 	frReady    = 'y' // JSON: the destination can take the process (restoreReply)
 	frDone     = 'f' // the restored process runs
+	// frCredit goes from a session to its caller, after frCPID: the
+	// 8-byte big-endian count of stdin bytes the caller may send in all,
+	// from the start: a total, not an increment, so a late or repeated
+	// one changes nothing. The caller's frStdin stays within it (a caller
+	// past it is cut off with frError); frEOF and frSignal need none.
+	frCredit = 'C' // stdin the caller may send (stdio.go)
 )
 
 // maxFrame bounds a frame so a garbage length cannot exhaust memory.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,6 +81,11 @@ type Attached struct {
 	CPID int
 	conn net.Conn
 	fc   *frameConn
+
+	mu     sync.Mutex // protects credit and over
+	more   *sync.Cond // credit grew, or Relay returned
+	credit uint64     // stdin bytes the agent lets us send in all (frCredit)
+	over   bool       // Relay returned
 }
 
 // RunAttached starts a cluster process whose stdio comes back on the
@@ -125,22 +131,14 @@ func (c *Client) RunAttached(ctx context.Context, req RunRequest) (*Attached, er
 }
 
 // Relay copies stdin to the process and its output to stdout and stderr,
-// passes on signals, and returns the process's exit code.
+// passes on signals, and returns the process's exit code. Stdin goes no
+// faster than the agent's credit allows, so that the stream never backs
+// up and a signal always reaches the agent at once.
 func (at *Attached) Relay(stdin io.Reader, stdout, stderr io.Writer, signals <-chan os.Signal) (int, error) {
+	at.more = sync.NewCond(&at.mu)
 	defer at.conn.Close()
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdin.Read(buf)
-			if n > 0 && at.fc.send(frStdin, buf[:n]) != nil {
-				return
-			}
-			if err != nil {
-				_ = at.fc.send(frEOF, nil)
-				return
-			}
-		}
-	}()
+	defer at.stop()
+	go at.pour(stdin)
 	go func() {
 		for s := range signals {
 			if sig, ok := s.(syscall.Signal); ok {
@@ -158,6 +156,12 @@ func (at *Attached) Relay(stdin io.Reader, stdout, stderr io.Writer, signals <-c
 			_, _ = stdout.Write(b)
 		case frStderr:
 			_, _ = stderr.Write(b)
+		case frCredit:
+			if n, ok := parseCredit(b); ok {
+				at.grant(n)
+			}
+		case frError:
+			return 255, fmt.Errorf("the agent ended the stream: %s", b)
 		case frExit:
 			var e exitInfo
 			if err := json.Unmarshal(b, &e); err != nil {
@@ -166,6 +170,62 @@ func (at *Attached) Relay(stdin io.Reader, stdout, stderr io.Writer, signals <-c
 			return e.Code, nil
 		}
 	}
+}
+
+// pour sends stdin, reading no more than the credit lets it send, then
+// the EOF.
+func (at *Attached) pour(stdin io.Reader) {
+	buf := make([]byte, stdioChunk)
+	var sent uint64
+	for {
+		may, ok := at.mayPour(sent)
+		if !ok {
+			return
+		}
+		n, err := stdin.Read(buf[:min(may, uint64(len(buf)))])
+		if n > 0 {
+			if at.fc.send(frStdin, buf[:n]) != nil {
+				return
+			}
+			sent += uint64(n)
+		}
+		if err != nil {
+			_ = at.fc.send(frEOF, nil)
+			return
+		}
+	}
+}
+
+// mayPour waits until the credit goes past sent and says by how much;
+// false once Relay has returned.
+func (at *Attached) mayPour(sent uint64) (uint64, bool) {
+	at.mu.Lock()
+	defer at.mu.Unlock()
+	for at.credit <= sent && !at.over {
+		at.more.Wait()
+	}
+	if at.over {
+		return 0, false
+	}
+	return at.credit - sent, true
+}
+
+// grant takes the agent's credit: a total, so the largest counts.
+func (at *Attached) grant(n uint64) {
+	at.mu.Lock()
+	defer at.mu.Unlock()
+	if n > at.credit {
+		at.credit = n
+		at.more.Broadcast()
+	}
+}
+
+// stop ends pour's wait for credit.
+func (at *Attached) stop() {
+	at.mu.Lock()
+	defer at.mu.Unlock()
+	at.over = true
+	at.more.Broadcast()
 }
 
 // Migrate moves a process ("NODE", "home" or "balance").

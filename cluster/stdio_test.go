@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand"
 	"net"
@@ -42,7 +43,9 @@ type stdioTest struct {
 	a *Agent
 	s *session
 
-	caller *frameConn // what `ssi run` holds
+	caller     *frameConn    // what `ssi run` holds
+	callerConn net.Conn      // caller's
+	hungUp     chan struct{} // readCaller: closed once the caller's stream ended
 
 	mu     sync.Mutex
 	stdout bytes.Buffer
@@ -50,10 +53,22 @@ type stdioTest struct {
 	exits  []int
 	atExit int        // stdout bytes when the exit came
 	links  []net.Conn // the session's ends of holder streams
+	credit uint64     // readCaller: the largest credit granted
+	errs   []string   // readCaller: frError texts
 }
 
+// newStdioTest is openStdioTest with a caller that ignores its credit:
+// readCaller reads the stream, the test sends on x.caller itself.
 func newStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
-	x := &stdioTest{t: t, a: &Agent{log: testLogger(t), sessions: map[int]*session{}}}
+	x := openStdioTest(t, check)
+	go x.readCaller()
+	return x
+}
+
+// openStdioTest is a session and the caller's end of its stream, which
+// nobody reads yet (readCaller or relay).
+func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
+	x := &stdioTest{t: t, a: &Agent{log: testLogger(t), sessions: map[int]*session{}}, hungUp: make(chan struct{})}
 	if check == nil {
 		check = func() (bool, *int) { return true, nil }
 	}
@@ -61,14 +76,15 @@ func newStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 	agentEnd := newFrameConn(theirs)
 	x.s = x.a.openSession(testCPID, agentEnd, fastStdio, check)
 	go x.s.fromClient(agentEnd)
-	x.caller = newFrameConn(mine)
-	go x.readCaller()
+	x.caller, x.callerConn = newFrameConn(mine), mine
 	t.Cleanup(func() { x.s.end([]byte(`{"code":-1}`)) })
 	return x
 }
 
-// readCaller is `ssi run`'s loop: output and the exit, as they come.
+// readCaller is a raw caller's loop: output, credit, errors and the
+// exit, as they come.
 func (x *stdioTest) readCaller() {
+	defer close(x.hungUp)
 	for {
 		typ, b, err := x.caller.recv()
 		if err != nil {
@@ -80,6 +96,12 @@ func (x *stdioTest) readCaller() {
 			x.stdout.Write(b)
 		case frStderr:
 			x.stderr.Write(b)
+		case frCredit:
+			if n, ok := parseCredit(b); ok {
+				x.credit = max(x.credit, n)
+			}
+		case frError:
+			x.errs = append(x.errs, string(b))
 		case frExit:
 			var e exitInfo
 			_ = json.Unmarshal(b, &e)
@@ -88,6 +110,96 @@ func (x *stdioTest) readCaller() {
 		}
 		x.mu.Unlock()
 	}
+}
+
+// relayResult is what Relay returned.
+type relayResult struct {
+	code int
+	err  error
+}
+
+// relay runs `ssi run`'s Relay on the caller's end, with stdin from in
+// and signals from sigs (nil: none); output goes to x.stdout and
+// x.stderr.
+func (x *stdioTest) relay(in io.Reader, sigs chan os.Signal) <-chan relayResult {
+	if sigs == nil {
+		sigs = make(chan os.Signal)
+		x.t.Cleanup(func() { close(sigs) })
+	}
+	at := &Attached{CPID: testCPID, conn: x.callerConn, fc: x.caller}
+	res := make(chan relayResult, 1)
+	go func() {
+		code, err := at.Relay(in, lockedWriter{x, &x.stdout}, lockedWriter{x, &x.stderr}, sigs)
+		res <- relayResult{code, err}
+	}()
+	return res
+}
+
+// lockedWriter writes into one of x's buffers.
+type lockedWriter struct {
+	x *stdioTest
+	b *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.x.mu.Lock()
+	defer w.x.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// waitRelay waits for Relay to return the exit code want.
+func waitRelay(t *testing.T, res <-chan relayResult, want int) {
+	t.Helper()
+	select {
+	case r := <-res:
+		if r.err != nil || r.code != want {
+			t.Fatalf("Relay returned %d, %v; want %d", r.code, r.err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Relay has not returned")
+	}
+}
+
+// pourer is stdin like `yes`'s: lines of 64 bytes, for ever or up to
+// limit bytes. It counts what it gave.
+type pourer struct {
+	n     atomic.Int64
+	limit int64 // 0: none
+}
+
+func (p *pourer) Read(b []byte) (int, error) {
+	at := p.n.Load()
+	if p.limit > 0 {
+		if at >= p.limit {
+			return 0, io.EOF
+		}
+		b = b[:min(int64(len(b)), p.limit-at)]
+	}
+	for i := range b {
+		b[i] = 'y'
+		if (at+int64(i))%64 == 63 {
+			b[i] = '\n'
+		}
+	}
+	p.n.Add(int64(len(b)))
+	return len(b), nil
+}
+
+// waitPoured waits until the caller has read at least least bytes of
+// its stdin and then no more for a while: it has sent all it may. It
+// returns how much that is.
+func waitPoured(t *testing.T, p *pourer, least int64) int64 {
+	t.Helper()
+	last, since := int64(-1), time.Now()
+	eventually(t, 5*time.Second, func() (bool, string) {
+		n := p.n.Load()
+		if n != last {
+			last, since = n, time.Now()
+		}
+		return n >= least && time.Since(since) >= 200*time.Millisecond,
+			fmt.Sprintf("the caller has read %d bytes of stdin, and goes on", n)
+	})
+	return last
 }
 
 func (x *stdioTest) send(typ byte, b string) {
@@ -630,49 +742,144 @@ func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
 	}
 }
 
-// A caller that pours input into a process that never reads is held
-// back: the agent keeps a bounded amount, and the caller still gets the
-// exit.
+// `yes | ssi run -- sleep 100`, then ^C: the caller pours stdin into a
+// process that never reads it, and the signal still reaches the process
+// at once (it used to wait behind the stdin the agent had no room for);
+// the exit code comes back.
+func TestStdioSignalGetsPastPouredInput(t *testing.T) {
+	got := make(chan os.Signal, 8)
+	signal.Notify(got, syscall.SIGUSR1)
+	defer signal.Stop(got)
+	x := openStdioTest(t, nil)
+	p := newPipes(t) // no process reads its stdin
+	h := x.holder(p, nil, hooks{})
+	h.pid = os.Getpid
+	h.start()
+	sigs := make(chan os.Signal, 1)
+	yes := &pourer{}
+	res := x.relay(yes, sigs)
+	waitPoured(t, yes, stdioMaxIn)
+	sigs <- syscall.SIGUSR1
+	waitSignal(t, got)
+	p.close()
+	go h.finish(130)
+	waitRelay(t, res, 130)
+}
+
+// A caller that pours stdin into a process that does not read it (yet)
+// sends only what its credit allows: the agent keeps stdioMaxIn at most,
+// session and holder alike, however long it pours. Once the process
+// reads, credit comes back and every byte gets through, then the exit.
 func TestStdioInputIsBounded(t *testing.T) {
-	x := newStdioTest(t, nil)
+	x := openStdioTest(t, nil)
 	p := newPipes(t)
+	f := startProc(t, p, true) // frozen: reads nothing
 	h := x.holder(p, nil, hooks{})
 	h.start()
-	var mu sync.Mutex
-	total := 0
+	const total = 1 << 20
+	in := &pourer{limit: total}
+	res := x.relay(in, nil)
+	poured := waitPoured(t, in, stdioMaxIn)
+	for i := 0; i < 20; i++ {
+		x.s.mu.Lock()
+		kept := len(x.s.in)
+		x.s.mu.Unlock()
+		h.mu.Lock()
+		queued := len(h.queue)
+		h.mu.Unlock()
+		if kept > stdioMaxIn || queued > stdioMaxIn {
+			t.Fatalf("the session keeps %d stdin bytes, the holder %d; at most %d", kept, queued, stdioMaxIn)
+		}
+		time.Sleep(10 * time.Millisecond) // samples while the caller stands still
+	}
+	// What the caller sent is in the pipe (written), or kept.
+	if pipe := pipeSize(t, p.inW); poured > int64(pipe+stdioMaxIn) {
+		t.Fatalf("the caller sent %d bytes; the pipe holds %d, the credit allows %d more", poured, pipe, stdioMaxIn)
+	}
+	f.mu.Unlock()
+	waitClosed(t, f.exited, "the process's exit")
+	go h.finish(0)
+	waitRelay(t, res, 0)
+	line := strings.Repeat("y", 63) + "\n"
+	x.waitOut(strings.Repeat("got "+line, total/64)+"bye\n", 5*time.Second)
+}
+
+// A caller that ignores its credit (a stranger, a broken client) is cut
+// off with an error once past it: the agent keeps no more than the
+// credit and reads no more from it, and the process's stdin ends after
+// what was kept, as when a caller leaves.
+func TestStdioCallerPastItsCreditIsCutOff(t *testing.T) {
+	x := newStdioTest(t, nil)
+	p := newPipes(t)
+	f := startProc(t, p, true) // frozen: reads nothing
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	poured := make(chan struct{})
 	go func() {
-		chunk := make([]byte, 32<<10)
-		for x.caller.send(frStdin, chunk) == nil {
-			mu.Lock()
-			total += len(chunk)
-			mu.Unlock()
+		defer close(poured)
+		line := append(bytes.Repeat([]byte("y"), stdioChunk-1), '\n')
+		for x.caller.send(frStdin, line) == nil {
 		}
 	}()
-	sent := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return total
+	waitClosed(t, x.hungUp, "the agent ending the caller's stream")
+	waitClosed(t, poured, "the caller's sends failing")
+	x.mu.Lock()
+	errs := x.errs
+	x.mu.Unlock()
+	if len(errs) != 1 || !strings.Contains(errs[0], "credit") {
+		t.Fatalf("the caller was told %q", errs)
 	}
-	last := -1
-	eventually(t, 5*time.Second, func() (bool, string) {
-		n := sent()
-		time.Sleep(200 * time.Millisecond)
-		stuck := n == sent() && n == last
-		last = n
-		return stuck, fmt.Sprintf("the caller still sends (%d bytes so far)", n)
-	})
 	x.s.mu.Lock()
-	kept := len(x.s.in)
+	kept, client := len(x.s.in)+int(x.s.inAt), x.s.client
 	x.s.mu.Unlock()
 	h.mu.Lock()
 	queued := len(h.queue)
 	h.mu.Unlock()
-	if kept > stdioMaxIn+stdioChunk || queued > stdioMaxIn+stdioChunk || last > 4<<20 {
-		t.Fatalf("the caller sent %d bytes; the session keeps %d, the holder %d", last, kept, queued)
+	if kept > stdioMaxIn+pipeSize(t, p.inW) || queued > stdioMaxIn || client != nil {
+		t.Fatalf("the session took %d stdin bytes, the holder keeps %d; caller still there: %v", kept, queued, client != nil)
 	}
-	p.close()
-	go h.finish(0)
-	x.waitExit(0, 5*time.Second)
+	f.mu.Unlock()
+	waitClosed(t, f.exited, "the process's exit at the end of its stdin")
+}
+
+// Signals need no credit, but a flood of them that no holder takes keeps
+// stdioMaxSigs at most; a raw caller gets its first credit unasked.
+func TestStdioSignalsAreBounded(t *testing.T) {
+	x := newStdioTest(t, nil)
+	for i := 0; i < stdioMaxSigs+100; i++ {
+		x.send(frSignal, "\x0a")
+	}
+	x.send(frEOF, "")
+	eventually(t, 2*time.Second, func() (bool, string) {
+		x.s.mu.Lock()
+		defer x.s.mu.Unlock()
+		return x.s.eof, "the session has not read the caller's EOF"
+	})
+	x.s.mu.Lock()
+	kept, lost := len(x.s.sigs), x.s.sigLost
+	x.s.mu.Unlock()
+	if kept != stdioMaxSigs || lost != 100 {
+		t.Fatalf("the session keeps %d signals and dropped %d; want %d and 100", kept, lost, stdioMaxSigs)
+	}
+	eventually(t, 2*time.Second, func() (bool, string) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return x.credit == stdioMaxIn, fmt.Sprintf("the caller's credit is %d", x.credit)
+	})
+}
+
+// pipeSize is the capacity of f's pipe.
+func pipeSize(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if cerr := rc.Control(func(fd uintptr) { n, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }); cerr != nil || err != nil {
+		t.Fatal(cerr, err)
+	}
+	return n
 }
 
 // A stream that goes quiet is given up on both sides, and the holder
