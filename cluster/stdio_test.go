@@ -438,8 +438,17 @@ func (x *stdioTest) moveFrozen(f *fakeProc, h *holder, fail bool, hk hooks) *hol
 	if err := json.Unmarshal(b, &there); err != nil {
 		x.t.Fatal(err)
 	}
+	return x.land(f, h, &there, hk)
+}
+
+// land restores f, frozen and detached from h with st, onto new pipes
+// under a new holder (the same process: the same pid), starts it and
+// closes h, as a destination and then the source do.
+func (x *stdioTest) land(f *fakeProc, h *holder, st *stdioState, hk hooks) *holder {
+	x.t.Helper()
 	p := newPipes(x.t)
-	nh := x.holder(p, &there, hk)
+	nh := x.holder(p, st, hk)
+	nh.pid = h.pid
 	old := f.p
 	f.p = p
 	old.close()
@@ -510,13 +519,7 @@ func TestStdioDetachWhileTheHolderDialsLosesNoInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(dialled) // b sees it was detached and drops the stream
-	np := newPipes(t)
-	c := x.holder(np, st, hooks{})
-	old := f.p
-	f.p = np
-	old.close()
-	c.start()
-	b.close()
+	x.land(f, b, st, hooks{})
 	f.mu.Unlock()
 	x.waitOut("got line 1\ngot line 2\n", 3*time.Second)
 }
@@ -1010,14 +1013,7 @@ func TestStdioSignalDuringAMoveOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	x.send(frSignal, string([]byte{byte(syscall.SIGUSR1)}))
-	np := newPipes(t)
-	nh := x.holder(np, st, hooks{})
-	nh.pid = os.Getpid
-	old := f.p
-	f.p = np
-	old.close()
-	nh.start()
-	h.close()
+	x.land(f, h, st, hooks{})
 	f.mu.Unlock()
 	waitSignal(t, got)
 	x.send(frStdin, "after\n") // the signal went before this line
