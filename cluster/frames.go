@@ -150,6 +150,9 @@ type streamHeader struct {
 	Files []migrate.FileRef `json:"files,omitempty"`
 	// PageServer: the source would stream pages during its dump.
 	PageServer bool `json:"page_server,omitempty"`
+	// Mounts are the node's mounts in the job's mount namespace (see
+	// package jobns): left behind, and bound from the destination's.
+	Mounts []string `json:"mounts,omitempty"`
 }
 
 // exitInfo is how a process ended.

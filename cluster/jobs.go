@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"ssi/cluster/jobns"
 	"ssi/migrate"
 	"ssi/raftstore"
 )
@@ -129,7 +130,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	cmd, err := a.jobCommand(req, uid, gid)
+	cmd, err := a.jobCommand(req)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -163,7 +164,6 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	defer gateW.Close()
 	cmd.ExtraFiles = []*os.File{gateR}
-	cmd.Env = append(cmd.Env, "SSI_JOB_GO=3")
 	err = cmd.Start()
 	gateR.Close()
 	// Their write ends live in the job now; our read end of stdin stays
@@ -191,9 +191,11 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	if err := enterJobCgroup(res.CPID, cmd.Process.Pid); err != nil {
 		a.log.Warn("the job's cgroup", "cpid", res.CPID, "err", err)
 	}
-	if _, err := gateW.Write([]byte{1}); err != nil {
+	spec, _ := json.Marshal(jobns.Spec{UID: uid, GID: gid, Dir: req.Dir, Env: req.Env})
+	if _, err := gateW.Write(spec); err != nil {
 		a.log.Warn("letting the job start", "cpid", res.CPID, "err", err)
 	}
+	gateW.Close()
 	j := &job{cpid: res.CPID, proc: cmd.Process}
 	if !req.Attach {
 		a.addJob(j)
@@ -258,18 +260,26 @@ func jobPipes() (ours [4]*os.File, theirs []*os.File, err error) {
 	return [4]*os.File{inW, inR, outR, errR}, []*os.File{inR, outW, errW}, nil
 }
 
-// jobCommand builds the job's init, as the caller, stdio on /dev/null.
-func (a *Agent) jobCommand(req RunRequest, uid, gid uint32) (*exec.Cmd, error) {
+// jobCommand builds the job's init: as root, in a new PID and mount
+// namespace and session, with a fixed environment (it runs as root until
+// it has mounted the job's own file systems; see package jobns). It
+// becomes uid/gid itself, from the Spec it is sent.
+func (a *Agent) jobCommand(req RunRequest) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, append([]string{"job-init", "--"}, req.Argv...)...)
-	cmd.Dir, cmd.Env = req.Dir, req.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
-	if uid != 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: gid}
+	size := len(req.Dir)
+	for _, kv := range req.Env {
+		size += len(kv) + 8
 	}
+	if size > jobns.MaxSpec-4096 {
+		return nil, fmt.Errorf("the environment is larger than %d bytes", jobns.MaxSpec-4096)
+	}
+	cmd := exec.Command(self, append([]string{"job-init", "--"}, req.Argv...)...)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Setsid: true}
 	return cmd, nil
 }
 

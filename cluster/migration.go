@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"ssi/cluster/jobns"
 	"ssi/cluster/transport"
 	"ssi/fs"
 	"ssi/migrate"
@@ -337,8 +339,17 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	defer stopOnCancel()
 	c := newFrameConn(conn)
 	p, _ := a.store.Proc(j.cpid)
+	mounts, err := jobns.NodeMounts(j.pid())
+	if err != nil {
+		return fail(fmt.Errorf("%w: its mounts: %v", fs.ErrCannotMove, err))
+	}
+	uid, gid, err := procCreds(j.pid())
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", fs.ErrNoProcess, err))
+	}
+	shared := append([]string{a.cfg.Mountpoint + "/"}, jobns.OwnPrefixes()...)
 	hdr := streamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
-		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), a.cfg.Mountpoint+"/"), PageServer: true}
+		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), shared...), PageServer: true, Mounts: mounts}
 	for i := range hdr.Pipes {
 		hdr.Pipes[i] = migrate.FDKey(j.pid(), i)
 	}
@@ -353,7 +364,8 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		return fail(fmt.Errorf("%w: %s", fs.ErrCannotMove, ready.Error))
 	}
 
-	dopts := migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true}
+	dopts := migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true, FileLocks: true,
+		UID: uid, GID: gid, NodeMounts: mounts}
 	var pages *pageRelay
 	if ready.PageServer {
 		if pages, err = newPageRelay(c); err != nil {
@@ -598,6 +610,10 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frReady, a.cfg.NodeName+" refuses arriving processes (block)")
 		return
 	}
+	if err := a.checkNodeMounts(hdr.Mounts); err != nil {
+		refuse(frReady, fmt.Sprintf("%s cannot give the process its mounts: %v", a.cfg.NodeName, err))
+		return
+	}
 	if missing := migrate.MissingFiles(hdr.Files); len(missing) > 0 {
 		refuse(frReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
 		return
@@ -676,7 +692,8 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	}
 	received := time.Since(t0)
 	t1 := time.Now()
-	r, err := a.criu.Restore(ctx, migrate.RestoreOptions{Dir: dir, InheritFDs: inherit, LeaveStopped: true})
+	r, err := a.criu.Restore(ctx, migrate.RestoreOptions{Dir: dir, InheritFDs: inherit, LeaveStopped: true,
+		FileLocks: true, NodeMounts: hdr.Mounts})
 	restored := time.Since(t1)
 	if err != nil {
 		closeOurs()
@@ -766,6 +783,50 @@ func (a *Agent) cantMove(j *job) string {
 		}
 	}
 	return migrate.CantMove(j.pid())
+}
+
+// checkNodeMounts refuses node mounts a source names that this node
+// lacks, or that are not node mounts at all.
+func (a *Agent) checkNodeMounts(mps []string) error {
+	if len(mps) == 0 {
+		return nil
+	}
+	here, err := jobns.MountPoints(os.Getpid())
+	if err != nil {
+		return err
+	}
+	for _, mp := range mps {
+		if err := jobns.ValidNodeMount(mp, here); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// procCreds reads the real uid and gid of pid: who its checkpoint runs as.
+func procCreds(pid int) (uid, gid uint32, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	var got int
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		v, perr := strconv.ParseUint(f[1], 10, 32)
+		switch {
+		case f[0] == "Uid:" && perr == nil:
+			uid, got = uint32(v), got|1
+		case f[0] == "Gid:" && perr == nil:
+			gid, got = uint32(v), got|2
+		}
+	}
+	if got != 3 {
+		return 0, 0, fmt.Errorf("no uid and gid in /proc/%d/status", pid)
+	}
+	return uid, gid, nil
 }
 
 // setCantMove remembers why the last migration of cpid failed, for the

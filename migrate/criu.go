@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -76,9 +77,25 @@ type swrk struct {
 	sock *os.File
 }
 
-// startSwrk starts criu in service-worker mode. extra files become fds 4,
-// 5, ... in criu (fd 3 is the RPC socket).
-func (c *Client) startSwrk(extra []*os.File) (*swrk, error) {
+// user is who criu runs as when not root.
+type user struct{ uid, gid uint32 }
+
+// asUser is uid/gid, or nil (root) for uid 0.
+func asUser(uid, gid uint32) *user {
+	if uid == 0 {
+		return nil
+	}
+	return &user{uid, gid}
+}
+
+// dumpCaps are what an unprivileged dump needs (CRIU's --unprivileged):
+// checkpoint_restore and sys_ptrace to inspect the tree, sys_admin and
+// sys_chroot to enter its mount namespace and read its mounts.
+var dumpCaps = []uintptr{unix.CAP_CHECKPOINT_RESTORE, unix.CAP_SYS_PTRACE, unix.CAP_SYS_ADMIN, unix.CAP_SYS_CHROOT}
+
+// startSwrk starts criu in service-worker mode, as root or as u. extra
+// files become fds 4, 5, ... in criu (fd 3 is the RPC socket).
+func (c *Client) startSwrk(extra []*os.File, u *user) (*swrk, error) {
 	fds, err := syscall.Socketpair(syscall.AF_LOCAL, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("criu socketpair: %w", err)
@@ -94,7 +111,13 @@ func (c *Client) startSwrk(extra []*os.File) (*swrk, error) {
 	// "Deadlocks").
 	cmd.Dir = "/"
 	cmd.Stdout = nil
-	cmd.Stderr = nil
+	cmd.Stderr = os.Stderr
+	if u != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Credential:  &syscall.Credential{Uid: u.uid, Gid: u.gid},
+			AmbientCaps: dumpCaps,
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("%w: start %s: %v", ErrNoCRIU, c.cfg.Path, err)
@@ -149,7 +172,7 @@ func (s *swrk) call(ctx context.Context, req *rpc.CriuReq) (*rpc.CriuResp, error
 
 // Version asks CRIU for its version, encoded as major*10000+minor*100+sub.
 func (c *Client) Version(ctx context.Context) (int, error) {
-	s, err := c.startSwrk(nil)
+	s, err := c.startSwrk(nil, nil)
 	if err != nil {
 		return 0, err
 	}

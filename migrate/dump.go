@@ -28,6 +28,16 @@ type DumpOptions struct {
 	TCPEstablished bool
 	// FileLocks dumps file locks.
 	FileLocks bool
+	// UID and GID, when UID is not 0, run CRIU as the tree's own user
+	// in CRIU's unprivileged mode, with only the capabilities a dump
+	// needs: root here lacks CAP_SYS_RESOURCE and cannot read another
+	// user's rlimits, and the images are then the user's, not root's.
+	UID, GID uint32
+	// NodeMounts are mount points of the tree's mount namespace that
+	// belong to the node, not to the tree: they are not dumped, and the
+	// restore binds the destination's mount at the same place. Set only
+	// for a tree in its own mount namespace (a job's).
+	NodeMounts []string
 	// PageServer, if set, is a connected stream socket to a page server
 	// (see StartPageServer): memory pages go there, not to Dir.
 	PageServer *os.File
@@ -55,6 +65,11 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDump, err)
 	}
+	if o.UID != 0 {
+		if err := os.Chown(o.Dir, int(o.UID), int(o.GID)); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDump, err)
+		}
+	}
 	dir, err := os.Open(o.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDump, err)
@@ -72,13 +87,24 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		FileLocks:      ptr(o.FileLocks),
 		// Unix sockets to peers outside the tree are not ours to move.
 		ExtUnixSk: ptr(false),
+		External:  externalMounts(o.NodeMounts),
 	}
 	var extra []*os.File
 	if o.PageServer != nil {
 		extra = append(extra, o.PageServer)
 		opts.Ps = &rpc.CriuPageServerInfo{Fd: ptr(int32(4))}
 	}
-	s, err := c.startSwrk(extra)
+	if o.UID != 0 {
+		opts.Unprivileged = ptr(true)
+		// criu swrk opens images_dir_fd through /proc/<caller>/fd, which
+		// a user may not read in a root caller; and it readlinks
+		// images_dir, so a plain path fails. It gets the directory as one
+		// of its own descriptors, named by its /proc/self/fd link.
+		extra = append(extra, dir)
+		opts.ImagesDirFd = ptr(int32(-1))
+		opts.ImagesDir = ptr("/proc/self/fd/" + itoa(3+len(extra)))
+	}
+	s, err := c.startSwrk(extra, asUser(o.UID, o.GID))
 	if err != nil {
 		return nil, err
 	}
@@ -103,4 +129,15 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		MemWrite:     us(ds.GetMemwriteTime()),
 		PagesWritten: ds.GetPagesWritten(),
 	}, nil
+}
+
+// externalMounts names node mounts for CRIU as runc does: the key is the
+// mount point; at restore it maps to the same path in the restoring
+// process's mount namespace.
+func externalMounts(mps []string) []string {
+	out := make([]string, 0, len(mps))
+	for _, mp := range mps {
+		out = append(out, "mnt["+mp+"]:"+mp)
+	}
+	return out
 }

@@ -37,7 +37,7 @@ func (c *Client) StartPageServer(ctx context.Context, dir string, sock *os.File)
 		// fd 3 is the RPC socket; the page stream follows it.
 		Ps: &rpc.CriuPageServerInfo{Fd: ptr(int32(4))},
 	}
-	s, err := c.startSwrk([]*os.File{sock})
+	s, err := c.startSwrk([]*os.File{sock}, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -30,6 +30,11 @@ type RestoreOptions struct {
 	TCPEstablished bool
 	// FileLocks restores file locks.
 	FileLocks bool
+	// NodeMounts are the node mounts the dump left behind (DumpOptions):
+	// the restored mount namespace binds this node's mounts there. Set,
+	// the tree gets its own mount namespace again, rooted at this node's
+	// root; unset, it shares the caller's.
+	NodeMounts []string
 	// LeaveStopped leaves the restored tasks stopped (SIGSTOP), so that a
 	// migration can decide whether they run before any of them does.
 	LeaveStopped bool
@@ -75,7 +80,12 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, er
 		ExtUnixSk:      ptr(false),
 		LeaveStopped:   ptr(o.LeaveStopped),
 	}
-	s, err := c.startSwrk(extra)
+	if len(o.NodeMounts) > 0 {
+		// CRIU restores a mount namespace only under a given root.
+		opts.Root = ptr("/")
+		opts.External = externalMounts(o.NodeMounts)
+	}
+	s, err := c.startSwrk(extra, nil)
 	if err != nil {
 		return nil, err
 	}
