@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -366,6 +367,12 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 
 	dopts := migrate.DumpOptions{Pid: j.pid(), Dir: dir, LeaveStopped: true, FileLocks: true,
 		UID: uid, GID: gid, NodeMounts: mounts}
+	failDump := os.Getenv("SSI_FAIL_DUMP")
+	if failDump == "criu" {
+		// CRIU fails inside the dump, the tree frozen: /cluster is not
+		// named a node mount, and CRIU cannot dump a FUSE mount.
+		dopts.NodeMounts = slices.DeleteFunc(slices.Clone(mounts), func(mp string) bool { return mp == a.cfg.Mountpoint })
+	}
 	var pages *pageRelay
 	if ready.PageServer {
 		if pages, err = newPageRelay(c); err != nil {
@@ -401,6 +408,9 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		_ = migrate.SignalTree(j.pid(), syscall.SIGCONT)
 		stopped = time.Time{}
 		return fail(fmt.Errorf("%w: %v", fs.ErrCannotMove, err))
+	}
+	if failDump == "after" {
+		return fail(fmt.Errorf("%w: the dump is made to fail (SSI_FAIL_DUMP=after)", fs.ErrCannotMove))
 	}
 	m.phases = append(m.phases, "dump", time.Since(stopped).Round(time.Millisecond))
 	// The frozen tree's writes to /cluster/home that this node still
@@ -893,6 +903,10 @@ func (a *Agent) runsOn(cpid int, node string) bool {
 	p, ok := a.findProc(ctx, s, cpid)
 	return ok && p.Node == node
 }
+
+// SSI_FAIL_DUMP=criu|after in an agent's environment makes each of its
+// dumps fail: inside CRIU with the tree frozen, or in ssi just after a
+// successful dump. How the tests check that a failed move harms nothing.
 
 // crashPoint kills this agent at a named step of an arrival when the
 // environment asks for it (SSI_CRASH_AT=restored|verdict): how the tests
