@@ -65,6 +65,11 @@ func (a *Agent) fresh(ctx context.Context) (stale bool, err error) {
 		if errors.Is(err, raftstore.ErrClosed) {
 			return false, err
 		}
+		if ctx.Err() != nil {
+			// The reader gave up (a client hung up): that says nothing
+			// about the quorum.
+			return false, ctx.Err()
+		}
 		if !a.stale.Swap(true) {
 			a.log.Warn("no quorum answers: serving reads from this replica, possibly stale", "err", err)
 		}

@@ -10,6 +10,9 @@ import (
 // a cluster to write through. The agent implements it (on Raft by
 // default); fs/ turns FUSE requests into its calls and decides nothing.
 // Inode numbers are the backend's, the same on every node; the root is 1.
+// Each call that takes a context must bound its own wait: a request's
+// context does not end when the kernel interrupts the request, only when
+// its caller is being killed (see uninterrupted).
 type Home interface {
 	Lookup(parent uint64, name string) (HomeAttr, error)
 	Getattr(ino uint64) (HomeAttr, error)

@@ -34,6 +34,48 @@ type memHome struct {
 	hold                   atomic.Bool
 	held                   chan *heldWrite
 	stop                   chan struct{} // closed at the test's end: held writes fail
+	gate                   atomic.Pointer[gate]
+}
+
+// gate holds the first call of one Home method (op) until the test opens
+// it. Like the agent's backend, a held call gives up when its context
+// ends, and returns the context's error.
+type gate struct {
+	op      string
+	used    atomic.Bool
+	entered chan struct{} // closed when the call arrives
+	caller  int           // the thread whose request made the call
+	open    chan struct{} // closed by the test: the call goes on
+	left    chan error    // the held call's answer to fs/
+}
+
+// holdNext makes the next call of op wait at a gate.
+func (h *memHome) holdNext(op string) *gate {
+	g := &gate{op: op, entered: make(chan struct{}), open: make(chan struct{}), left: make(chan error, 1)}
+	h.gate.Store(g)
+	return g
+}
+
+// pass is where every method that takes a context meets the gate.
+func (h *memHome) pass(ctx context.Context, op string) error {
+	g := h.gate.Load()
+	if g == nil || g.op != op || !g.used.CompareAndSwap(false, true) {
+		return nil
+	}
+	if c, ok := fuse.FromContext(ctx); ok {
+		g.caller = int(c.Pid)
+	}
+	close(g.entered)
+	var err error
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-h.stop:
+		err = errStopped
+	}
+	g.left <- err
+	return err
 }
 
 type memInode struct {
@@ -199,12 +241,15 @@ func (h *memHome) Readlink(ino uint64) (string, error) {
 
 func (h *memHome) Statfs() HomeUsage { return HomeUsage{} }
 
-func (h *memHome) Fresh(context.Context) error {
+func (h *memHome) Fresh(ctx context.Context) error {
 	h.fresh.Add(1)
-	return nil
+	return h.pass(ctx, "Fresh")
 }
 
-func (h *memHome) Create(_ context.Context, parent uint64, name string, kind HomeKind, mode, uid, gid uint32, target string) (HomeAttr, error) {
+func (h *memHome) Create(ctx context.Context, parent uint64, name string, kind HomeKind, mode, uid, gid uint32, target string) (HomeAttr, error) {
+	if err := h.pass(ctx, "Create"); err != nil {
+		return HomeAttr{}, err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.inodes[parent].kids[name]; ok {
@@ -221,8 +266,11 @@ func (h *memHome) Create(_ context.Context, parent uint64, name string, kind Hom
 	return in.attr, nil
 }
 
-func (h *memHome) Write(_ context.Context, ino uint64, ext []Extent) error {
+func (h *memHome) Write(ctx context.Context, ino uint64, ext []Extent) error {
 	h.writes.Add(1)
+	if err := h.pass(ctx, "Write"); err != nil {
+		return err
+	}
 	if err := h.verdict(ino, ext); err != nil {
 		return err
 	}
@@ -269,7 +317,10 @@ func (h *memHome) verdict(ino uint64, ext []Extent) error {
 	}
 }
 
-func (h *memHome) SetAttr(_ context.Context, ino uint64, a HomeSetAttr) error {
+func (h *memHome) SetAttr(ctx context.Context, ino uint64, a HomeSetAttr) error {
+	if err := h.pass(ctx, "SetAttr"); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fail != nil {
@@ -294,7 +345,10 @@ func (h *memHome) Link(context.Context, uint64, uint64, string) (HomeAttr, error
 	return HomeAttr{}, ErrNotImplemented
 }
 
-func (h *memHome) Unlink(_ context.Context, parent uint64, name string) error {
+func (h *memHome) Unlink(ctx context.Context, parent uint64, name string) error {
+	if err := h.pass(ctx, "Unlink"); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.inodes[parent].kids[name]; !ok {
@@ -308,7 +362,10 @@ func (h *memHome) Rmdir(ctx context.Context, parent uint64, name string) error {
 	return h.Unlink(ctx, parent, name)
 }
 
-func (h *memHome) Rename(_ context.Context, op uint64, on string, np uint64, nn string) error {
+func (h *memHome) Rename(ctx context.Context, op uint64, on string, np uint64, nn string) error {
+	if err := h.pass(ctx, "Rename"); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ino, ok := h.inodes[op].kids[on]

@@ -328,7 +328,7 @@ func (f *homeFS) sync(ctx context.Context, h *homeHandle) error {
 		return seen
 	}
 	if ctx.Err() != nil {
-		return err // interrupted: what is on its way may still fail
+		return err // cut short (see uninterrupted): what is on its way may still fail
 	}
 	return nil
 }

@@ -151,6 +151,8 @@ func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return nil, errno(err)
 	}
@@ -162,6 +164,8 @@ func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (n *homeNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return errno(err)
 	}
@@ -187,6 +191,8 @@ func (n *homeNode) attr(out *fuse.AttrOut) syscall.Errno {
 // must come after the writes made before it. A failure goes to the
 // caller and stays for the writers.
 func (n *homeNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.commit(ctx, n.ino); err != nil {
 		return errno(err)
 	}
@@ -217,6 +223,8 @@ func (n *homeNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetA
 }
 
 func (n *homeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return nil, errno(err)
 	}
@@ -235,6 +243,8 @@ func (n *homeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 }
 
 func (n *homeNode) create(ctx context.Context, name string, kind HomeKind, mode uint32, target string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if n.hidden(name) {
 		return nil, syscall.EPERM
 	}
@@ -266,6 +276,8 @@ func (n *homeNode) Symlink(ctx context.Context, target, name string, out *fuse.E
 }
 
 func (n *homeNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	t, ok := target.(*homeNode)
 	if !ok {
 		return nil, syscall.EXDEV
@@ -281,6 +293,8 @@ func (n *homeNode) Link(ctx context.Context, target gofs.InodeEmbedder, name str
 }
 
 func (n *homeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return nil, errno(err)
 	}
@@ -296,6 +310,8 @@ func (n *homeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // handle on this node is released: its holders go on reading and writing
 // it, as on a local file system.
 func (n *homeNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if n.hidden(name) {
 		return syscall.EPERM
 	}
@@ -308,6 +324,8 @@ func (n *homeNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *homeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if n.hidden(name) {
 		return syscall.EPERM
 	}
@@ -315,6 +333,8 @@ func (n *homeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *homeNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	np, ok := newParent.(*homeNode)
 	if !ok {
 		return syscall.EXDEV
@@ -333,6 +353,8 @@ func (n *homeNode) Rename(ctx context.Context, name string, newParent gofs.Inode
 // only if the data did not change since it cached them (the same
 // Version); otherwise it drops them.
 func (n *homeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
 		return nil, 0, errno(err)
 	}
@@ -378,12 +400,16 @@ func (n *homeNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 	if !ok || !h.writer {
 		return 0
 	}
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	return errno(n.fs.sync(ctx, h))
 }
 
 // Fsync commits from any handle, as fsync of a read-only descriptor does
 // on Linux, and reports to that handle.
 func (n *homeNode) Fsync(ctx context.Context, fh gofs.FileHandle, _ uint32) syscall.Errno {
+	ctx, done := uninterrupted(ctx)
+	defer done()
 	h, ok := fh.(*homeHandle)
 	if !ok {
 		return syscall.EBADF

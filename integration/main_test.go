@@ -24,17 +24,37 @@ import (
 // ssiBin is the binary under test, built once from this checkout.
 var ssiBin string
 
+// testBin is a copy of this test binary that cluster processes can run.
+var testBin string
+
+func copyExecutable(to string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if os.Geteuid() != 0 || testing.Short() {
 		// Tests skip one by one with the reason (needRoot).
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "ssi-integration-")
+	// Not in /tmp: a cluster process has its own /tmp (see package
+	// jobns), so the programs and files the tests give their processes
+	// live where every node sees them, and so do the tests' temporary
+	// directories.
+	dir, err := os.MkdirTemp("/var/tmp", "ssi-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	os.Setenv("TMPDIR", dir)
 	// Other users (the tests' uid 1000) run the binary too.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -44,6 +64,12 @@ func TestMain(m *testing.M) {
 	b, err := run(buildTimeout, nil, nil, "go", "build", "-o", ssiBin, "../cmd/ssi")
 	if err != nil || b.code != 0 {
 		fmt.Fprintf(os.Stderr, "building ssi: %v\n%s%s", err, b.out, b.err)
+		os.Exit(2)
+	}
+	// The helper programs (SSI_ITEST_HELPER) are this test binary.
+	testBin = filepath.Join(dir, "integration.test")
+	if err := copyExecutable(testBin); err != nil {
+		fmt.Fprintln(os.Stderr, "copying the test binary:", err)
 		os.Exit(2)
 	}
 	code := m.Run()

@@ -511,12 +511,8 @@ func TestMigration(t *testing.T) {
 	t.Run("destination dies mid-move", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
 		c.agree("node1", three, 30*time.Second)
-		self, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
 		out := m.must("exec", "node1", "--", "env", "SSI_ITEST_HELPER=mem", ssiBin, "run", "-d", "--",
-			self, "256", "/cluster/home/mem.txt")
+			testBin, "256", "/cluster/home/mem.txt")
 		cpid := strings.TrimSpace(out)
 		n := m.waitGrows(t, "node1", "mem.txt", 2)
 		var mig result
@@ -553,7 +549,7 @@ func TestMigration(t *testing.T) {
 			t.Fatalf("memory changed by the failed move:\n%s", text)
 		}
 		// One copy, on node1: the host sees every node's processes.
-		pg := hostOutput(t, "pgrep", "-f", "-c", "^"+regexpQuote(self)+" 256 ")
+		pg := hostOutput(t, "pgrep", "-f", "-c", "^"+regexpQuote(testBin)+" 256 ")
 		if strings.TrimSpace(pg) != "1" {
 			t.Fatalf("%s copies of the process run", strings.TrimSpace(pg))
 		}

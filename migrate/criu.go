@@ -77,15 +77,18 @@ type swrk struct {
 	sock *os.File
 }
 
-// user is who criu runs as when not root.
-type user struct{ uid, gid uint32 }
+// user is how criu runs: as whom, and in which mount namespace.
+type user struct {
+	uid, gid   uint32
+	ownMountNS bool
+}
 
-// asUser is uid/gid, or nil (root) for uid 0.
+// asUser is uid/gid, or nil (root, in the caller's namespaces) for uid 0.
 func asUser(uid, gid uint32) *user {
 	if uid == 0 {
 		return nil
 	}
-	return &user{uid, gid}
+	return &user{uid: uid, gid: gid}
 }
 
 // dumpCaps are what an unprivileged dump needs (CRIU's --unprivileged):
@@ -112,11 +115,19 @@ func (c *Client) startSwrk(extra []*os.File, u *user) (*swrk, error) {
 	cmd.Dir = "/"
 	cmd.Stdout = nil
 	cmd.Stderr = os.Stderr
-	if u != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Credential:  &syscall.Credential{Uid: u.uid, Gid: u.gid},
-			AmbientCaps: dumpCaps,
-		}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if u != nil && u.uid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid}
+		cmd.SysProcAttr.AmbientCaps = dumpCaps
+	}
+	if u != nil && u.ownMountNS {
+		// The mounts CRIU makes while it restores a tree's own mount
+		// namespace (its cgroup yard) must not show up in the agent's,
+		// where every job started meanwhile would copy them and could
+		// then not move to a node without them. Only then: CRIU takes
+		// its own mount namespace for the one a tree without its own
+		// shares.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
 	}
 	if err := cmd.Start(); err != nil {
 		ours.Close()

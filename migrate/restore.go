@@ -85,7 +85,11 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, er
 		opts.Root = ptr("/")
 		opts.External = externalMounts(o.NodeMounts)
 	}
-	s, err := c.startSwrk(extra, nil)
+	var how *user
+	if len(o.NodeMounts) > 0 {
+		how = &user{ownMountNS: true}
+	}
+	s, err := c.startSwrk(extra, how)
 	if err != nil {
 		return nil, err
 	}
