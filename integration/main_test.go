@@ -72,6 +72,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "copying the test binary:", err)
 		os.Exit(2)
 	}
+	// Commands run in a node with the test's working directory; a
+	// cluster process starts there, and a checkout in /tmp would be
+	// hidden by the process's own /tmp.
+	if err := os.Chdir(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -128,137 +128,203 @@ func (m *migLab) runDetached(t *testing.T, node string, argv ...string) string {
 	return cpid
 }
 
+// asUser is who runs a test's commands inside a node: root, or a normal
+// user (uid 1000, no groups, a plain PATH) as ssi's users are.
+type asUser struct {
+	uid    int
+	suffix string // test and file names
+}
+
+var asWhom = []asUser{{0, ""}, {1000, "-uid1000"}}
+
+// cmd is `lab exec node -- argv` as u.
+func (u asUser) cmd(node string, argv ...string) []string {
+	out := []string{"exec", node, "--"}
+	if u.uid != 0 {
+		id := strconv.Itoa(u.uid)
+		out = append(out, "setpriv", "--reuid", id, "--regid", id, "--clear-groups",
+			"env", "PATH=/usr/bin:/bin", "HOME=/cluster/home/u"+id)
+	}
+	return append(out, argv...)
+}
+
+// homeOf is u's own directory of /cluster/home (root's is the home's top).
+func (m *migLab) homeOf(t *testing.T, u asUser) string {
+	t.Helper()
+	if u.uid == 0 {
+		return "/cluster/home"
+	}
+	d := "/cluster/home/u" + strconv.Itoa(u.uid)
+	m.must("exec", "node1", "--", "sh", "-c", "mkdir -p "+d+" && chown "+strconv.Itoa(u.uid)+":"+strconv.Itoa(u.uid)+" "+d)
+	return d
+}
+
+func (m *migLab) runDetachedAs(t *testing.T, u asUser, node string, argv ...string) string {
+	t.Helper()
+	out := m.must(u.cmd(node, append([]string{ssiBin, "run", "-d", "--"}, argv...)...)...)
+	cpid := strings.TrimSpace(out)
+	if _, err := strconv.Atoi(cpid); err != nil {
+		t.Fatalf("ssi run -d printed %q", out)
+	}
+	return cpid
+}
+
+// committedMoves reads node2's count of committed moves from its metrics.
+func committedMoves(t *testing.T, c *clusterLab) int {
+	t.Helper()
+	hc := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join("/var/lib/ssi-lab", c.name, "node2", "run", "agent.sock"))
+	}}}
+	resp, err := hc.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	const key = `ssi_migrations_total{outcome="committed"} `
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("metrics: %q", l)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
 // TestMigration: real CRIU moves of real processes between the nodes of
 // a 3-node lab.
 func TestMigration(t *testing.T) {
 	c := newClusterLab(t, "itmig", "10.213.23.0/24", "--nodes", "3")
 	c.agree("node1", three, 10*time.Second)
 	m := &migLab{clusterLab: c, dir: t.TempDir()}
-	if err := os.Chmod(m.dir, 0o755); err != nil {
-		t.Fatal(err)
+	// The tests' normal user runs the scripts there too.
+	for p := m.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	t.Run("counter hops node1 node2 node3 home", func(t *testing.T) {
-		m := &migLab{clusterLab: c.with(t), dir: m.dir}
-		counter := m.counter(t, "counter.sh", "/cluster/home/hops.txt")
-		cpid := m.runDetached(t, "node1", counter)
-		n := m.waitGrows(t, "node1", "hops.txt", 3)
-		for _, hop := range []struct{ from, target, want string }{
-			{"node3", "node2", "node2"}, {"node1", "node3", "node3"}, {"node2", "home", "node1"},
-		} {
-			m.must("exec", hop.from, "--", "sh", "-c", "echo "+hop.target+" > /cluster/proc/"+cpid+"/where")
-			for _, node := range three {
-				if got := m.where(node, cpid); got != hop.want {
-					t.Fatalf("after moving to %s, where on %s reads %q", hop.target, node, got)
+	for _, u := range asWhom {
+		t.Run("counter hops node1 node2 node3 home"+u.suffix, func(t *testing.T) {
+			m := &migLab{clusterLab: c.with(t), dir: m.dir}
+			home := m.homeOf(t, u)
+			counter := m.counter(t, "counter"+u.suffix+".sh", home+"/hops.txt")
+			before := committedMoves(t, c)
+			cpid := m.runDetachedAs(t, u, "node1", counter)
+			n := m.waitGrows(t, "node1", home[len("/cluster/home/"):]+"/hops.txt", 3)
+			for _, hop := range []struct{ from, target, want string }{
+				{"node3", "node2", "node2"}, {"node1", "node3", "node3"}, {"node2", "home", "node1"},
+			} {
+				m.must(u.cmd(hop.from, "sh", "-c", "echo "+hop.target+" > /cluster/proc/"+cpid+"/where")...)
+				for _, node := range three {
+					if got := m.where(node, cpid); got != hop.want {
+						t.Fatalf("after moving to %s, where on %s reads %q", hop.target, node, got)
+					}
+				}
+				// It goes on counting from where it was: a restart would
+				// write 1 again and break the order.
+				n = m.waitGrows(t, hop.want, home[len("/cluster/home/"):]+"/hops.txt", n+3)
+			}
+			if got := strings.TrimSpace(m.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/nmigs")); got != "3" {
+				t.Fatalf("nmigs: %q, want 3", got)
+			}
+			var moves []struct {
+				CPID      int   `json:"cpid"`
+				Committed bool  `json:"committed"`
+				Frozen    int64 `json:"frozen"`
+				Bytes     int64 `json:"bytes"`
+			}
+			if !m.on("node3", &moves, "migrations", "--json") {
+				t.Fatal("ssi migrations --json failed")
+			}
+			done := 0
+			for _, mv := range moves {
+				if strconv.Itoa(mv.CPID) == cpid && mv.Committed && mv.Frozen > 0 && mv.Bytes > 0 {
+					done++
 				}
 			}
-			// It goes on counting from where it was: a restart would
-			// write 1 again and break the order.
-			n = m.waitGrows(t, hop.want, "hops.txt", n+3)
-		}
-		if got := strings.TrimSpace(m.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/nmigs")); got != "3" {
-			t.Fatalf("nmigs: %q, want 3", got)
-		}
-		var moves []struct {
-			CPID      int   `json:"cpid"`
-			Committed bool  `json:"committed"`
-			Frozen    int64 `json:"frozen"`
-			Bytes     int64 `json:"bytes"`
-		}
-		if !m.on("node3", &moves, "migrations", "--json") {
-			t.Fatal("ssi migrations --json failed")
-		}
-		done := 0
-		for _, mv := range moves {
-			if strconv.Itoa(mv.CPID) == cpid && mv.Committed && mv.Frozen > 0 && mv.Bytes > 0 {
-				done++
+			if done != 3 {
+				t.Fatalf("ssi migrations lists %d committed moves of %s with times and bytes, want 3: %+v", done, cpid, moves)
 			}
-		}
-		if done != 3 {
-			t.Fatalf("ssi migrations lists %d committed moves of %s with times and bytes, want 3: %+v", done, cpid, moves)
-		}
-		// Each node was the source of one move: its metrics say so.
-		hc := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join("/var/lib/ssi-lab", c.name, "node2", "run", "agent.sock"))
-		}}}
-		resp, err := hc.Get("http://agent/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), `ssi_migrations_total{outcome="committed"} 1`) ||
-			!strings.Contains(string(body), "ssi_migration_frozen_seconds_count 1") {
-			t.Fatalf("node2's metrics lack its move:\n%s", body)
-		}
-		m.must("exec", "node3", "--", ssiBin, "kill", "-s", "KILL", cpid)
-		r := m.ssi("exec", "node2", "--", ssiBin, "wait", cpid)
-		if r.code != 128+9 {
-			t.Fatalf("ssi wait after kill -9: exit %d (%s)", r.code, r.err)
-		}
-		final := m.must("exec", "node2", "--", "cat", "/cluster/home/hops.txt")
-		if _, ok := countsInOrder(final); !ok {
-			t.Fatalf("hops.txt is not 1..n in order:\n%s", final)
-		}
-	})
+			// Each node was the source of one move: its metrics say so.
+			if got := committedMoves(t, c); got != before+1 {
+				t.Fatalf("node2's metrics count %d committed moves, want %d", got, before+1)
+			}
+			m.must(u.cmd("node3", ssiBin, "kill", "-s", "KILL", cpid)...)
+			r := m.ssi(u.cmd("node2", ssiBin, "wait", cpid)...)
+			if r.code != 128+9 {
+				t.Fatalf("ssi wait after kill -9: exit %d (%s)", r.code, r.err)
+			}
+			final := m.must("exec", "node2", "--", "cat", home+"/hops.txt")
+			if _, ok := countsInOrder(final); !ok {
+				t.Fatalf("hops.txt is not 1..n in order:\n%s", final)
+			}
+		})
+	}
 
-	t.Run("attached stdio follows the process", func(t *testing.T) {
-		m := &migLab{clusterLab: c.with(t), dir: m.dir}
-		echo := m.script(t, "echo.sh", "while read -r l; do echo \"got $l\"; done\nexit 7\n")
-		cmd := exec.Command(ssiBin, m.args("exec", "node1", "--", ssiBin, "run", "--", echo)...)
-		cmd.Env = append(os.Environ(), m.env...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer stop(t, cmd)
-		lines := newLineReader(stdout)
-		next := 0
-		exchange := func(k int) {
-			for i := 0; i < k; i++ {
-				next++
-				fmt.Fprintf(stdin, "line %d\n", next)
-				got, err := lines.next(time.Minute)
-				if err != nil || got != fmt.Sprintf("got line %d\n", next) {
-					t.Fatalf("reply to line %d: %q %v (stderr %s)", next, got, err, stderr.String())
+	for _, u := range asWhom {
+		t.Run("attached stdio follows the process"+u.suffix, func(t *testing.T) {
+			m := &migLab{clusterLab: c.with(t), dir: m.dir}
+			name := "echo" + u.suffix + ".sh"
+			echo := m.script(t, name, "while read -r l; do echo \"got $l\"; done\nexit 7\n")
+			cmd := exec.Command(ssiBin, m.args(u.cmd("node1", ssiBin, "run", "--", echo)...)...)
+			cmd.Env = append(os.Environ(), m.env...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr syncBuffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer stop(t, cmd)
+			lines := newLineReader(stdout)
+			next := 0
+			exchange := func(k int) {
+				for i := 0; i < k; i++ {
+					next++
+					fmt.Fprintf(stdin, "line %d\n", next)
+					got, err := lines.next(time.Minute)
+					if err != nil || got != fmt.Sprintf("got line %d\n", next) {
+						t.Fatalf("reply to line %d: %q %v (stderr %s)", next, got, err, stderr.String())
+					}
 				}
 			}
-		}
-		exchange(3)
-		cpid := m.cpidOf(t, "echo.sh")
-		m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
-		// Lines sent while it is away are not lost either.
-		fmt.Fprintf(stdin, "line %d\n", next+1)
-		m.must("exec", "node3", "--", ssiBin, "migrate", cpid, "node3")
-		got, err := lines.next(time.Minute)
-		next++
-		if err != nil || got != fmt.Sprintf("got line %d\n", next) {
-			t.Fatalf("reply to line %d sent during the moves: %q %v", next, got, err)
-		}
-		exchange(3)
-		stdin.Close()
-		rest, err := lines.rest(time.Minute)
-		if err != nil {
-			t.Fatalf("after stdin closed: %v (output %q, stderr %s)", err, rest, stderr.String())
-		}
-		if len(rest) != 0 {
-			t.Fatalf("extra output: %q", rest)
-		}
-		err = waitFor(cmd, time.Minute)
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
-			t.Fatalf("ssi run exit: %v, want 7 (stderr %s)", err, stderr.String())
-		}
-	})
+			exchange(3)
+			cpid := m.cpidOf(t, name)
+			m.must(u.cmd("node1", ssiBin, "migrate", cpid, "node2")...)
+			// Lines sent while it is away are not lost either.
+			fmt.Fprintf(stdin, "line %d\n", next+1)
+			m.must(u.cmd("node3", ssiBin, "migrate", cpid, "node3")...)
+			got, err := lines.next(time.Minute)
+			next++
+			if err != nil || got != fmt.Sprintf("got line %d\n", next) {
+				t.Fatalf("reply to line %d sent during the moves: %q %v", next, got, err)
+			}
+			exchange(3)
+			stdin.Close()
+			rest, err := lines.rest(time.Minute)
+			if err != nil {
+				t.Fatalf("after stdin closed: %v (output %q, stderr %s)", err, rest, stderr.String())
+			}
+			if len(rest) != 0 {
+				t.Fatalf("extra output: %q", rest)
+			}
+			err = waitFor(cmd, time.Minute)
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+				t.Fatalf("ssi run exit: %v, want 7 (stderr %s)", err, stderr.String())
+			}
+		})
+	}
 
 	t.Run("ctrl-c reaches an attached process after a move", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
@@ -303,37 +369,41 @@ func TestMigration(t *testing.T) {
 		}
 	})
 
-	t.Run("a tree with a pipe and a daemon move", func(t *testing.T) {
-		m := &migLab{clusterLab: c.with(t), dir: m.dir}
-		tree := m.script(t, "tree.sh",
-			"(i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done) | "+
-				"(while read -r l; do echo $l >> /cluster/home/tree.txt; done)\n")
-		cpid := m.runDetached(t, "node2", tree)
-		n := m.waitGrows(t, "node2", "tree.txt", 3)
-		m.must("exec", "node2", "--", ssiBin, "migrate", cpid, "node1")
-		m.waitGrows(t, "node1", "tree.txt", n+3)
+	for _, u := range asWhom {
+		t.Run("a tree with a pipe and a daemon move"+u.suffix, func(t *testing.T) {
+			m := &migLab{clusterLab: c.with(t), dir: m.dir}
+			home := m.homeOf(t, u)
+			rel := home[len("/cluster/home/"):]
+			tree := m.script(t, "tree"+u.suffix+".sh",
+				"(i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done) | "+
+					"(while read -r l; do echo $l >> "+home+"/tree.txt; done)\n")
+			cpid := m.runDetachedAs(t, u, "node2", tree)
+			n := m.waitGrows(t, "node2", rel+"/tree.txt", 3)
+			m.must(u.cmd("node2", ssiBin, "migrate", cpid, "node1")...)
+			m.waitGrows(t, "node1", rel+"/tree.txt", n+3)
 
-		daemon := m.script(t, "daemon.sh",
-			"setsid bash -c 'i=0; while :; do i=$((i+1)); echo $i >> /cluster/home/daemon.txt; sleep 0.1; done' "+
-				"</dev/null >/dev/null 2>&1 &\nexit 0\n")
-		dcpid := m.runDetached(t, "node3", daemon)
-		n = m.waitGrows(t, "node3", "daemon.txt", 3)
-		// Its first process has exited; the job is still a cluster process.
-		if got := m.where("node1", dcpid); got != "node3" {
-			t.Fatalf("the daemon's where on node1: %q", got)
-		}
-		m.must("exec", "node1", "--", "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")
-		m.waitGrows(t, "node2", "daemon.txt", n+3)
-		m.must("exec", "node1", "--", ssiBin, "kill", "--all", cpid)
-		m.must("exec", "node1", "--", ssiBin, "kill", dcpid)
-		// The tree's leader dies of the TERM; the daemon's leader had
-		// exited 0 long before its child got the TERM.
-		for p, want := range map[string]int{cpid: 128 + 15, dcpid: 0} {
-			if r := m.ssi("exec", "node3", "--", ssiBin, "wait", p); r.code != want {
-				t.Fatalf("ssi wait %s: exit %d, want %d (%s)", p, r.code, want, r.err)
+			daemon := m.script(t, "daemon"+u.suffix+".sh",
+				"setsid bash -c 'i=0; while :; do i=$((i+1)); echo $i >> "+home+"/daemon.txt; sleep 0.1; done' "+
+					"</dev/null >/dev/null 2>&1 &\nexit 0\n")
+			dcpid := m.runDetachedAs(t, u, "node3", daemon)
+			n = m.waitGrows(t, "node3", rel+"/daemon.txt", 3)
+			// Its first process has exited; the job is still a cluster process.
+			if got := m.where("node1", dcpid); got != "node3" {
+				t.Fatalf("the daemon's where on node1: %q", got)
 			}
-		}
-	})
+			m.must(u.cmd("node1", "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")...)
+			m.waitGrows(t, "node2", rel+"/daemon.txt", n+3)
+			m.must(u.cmd("node1", ssiBin, "kill", "--all", cpid)...)
+			m.must(u.cmd("node1", ssiBin, "kill", dcpid)...)
+			// The tree's leader dies of the TERM; the daemon's leader had
+			// exited 0 long before its child got the TERM.
+			for p, want := range map[string]int{cpid: 128 + 15, dcpid: 0} {
+				if r := m.ssi(u.cmd("node3", ssiBin, "wait", p)...); r.code != want {
+					t.Fatalf("ssi wait %s: exit %d, want %d (%s)", p, r.code, want, r.err)
+				}
+			}
+		})
+	}
 
 	t.Run("bad requests harm nothing", func(t *testing.T) {
 		m := &migLab{clusterLab: c.with(t), dir: m.dir}
