@@ -159,6 +159,11 @@ func (m *migLab) homeOf(t *testing.T, u asUser) string {
 	return d
 }
 
+// homeRel names file name of directory home relative to /cluster/home.
+func homeRel(home, name string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(home, "/cluster/home")+"/"+name, "/")
+}
+
 func (m *migLab) runDetachedAs(t *testing.T, u asUser, node string, argv ...string) string {
 	t.Helper()
 	out := m.must(u.cmd(node, append([]string{ssiBin, "run", "-d", "--"}, argv...)...)...)
@@ -214,7 +219,7 @@ func TestMigration(t *testing.T) {
 			counter := m.counter(t, "counter"+u.suffix+".sh", home+"/hops.txt")
 			before := committedMoves(t, c)
 			cpid := m.runDetachedAs(t, u, "node1", counter)
-			n := m.waitGrows(t, "node1", home[len("/cluster/home/"):]+"/hops.txt", 3)
+			n := m.waitGrows(t, "node1", homeRel(home, "hops.txt"), 3)
 			for _, hop := range []struct{ from, target, want string }{
 				{"node3", "node2", "node2"}, {"node1", "node3", "node3"}, {"node2", "home", "node1"},
 			} {
@@ -226,7 +231,7 @@ func TestMigration(t *testing.T) {
 				}
 				// It goes on counting from where it was: a restart would
 				// write 1 again and break the order.
-				n = m.waitGrows(t, hop.want, home[len("/cluster/home/"):]+"/hops.txt", n+3)
+				n = m.waitGrows(t, hop.want, homeRel(home, "hops.txt"), n+3)
 			}
 			if got := strings.TrimSpace(m.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/nmigs")); got != "3" {
 				t.Fatalf("nmigs: %q, want 3", got)
@@ -373,26 +378,25 @@ func TestMigration(t *testing.T) {
 		t.Run("a tree with a pipe and a daemon move"+u.suffix, func(t *testing.T) {
 			m := &migLab{clusterLab: c.with(t), dir: m.dir}
 			home := m.homeOf(t, u)
-			rel := home[len("/cluster/home/"):]
-			tree := m.script(t, "tree"+u.suffix+".sh",
+				tree := m.script(t, "tree"+u.suffix+".sh",
 				"(i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done) | "+
 					"(while read -r l; do echo $l >> "+home+"/tree.txt; done)\n")
 			cpid := m.runDetachedAs(t, u, "node2", tree)
-			n := m.waitGrows(t, "node2", rel+"/tree.txt", 3)
+			n := m.waitGrows(t, "node2", homeRel(home, "tree.txt"), 3)
 			m.must(u.cmd("node2", ssiBin, "migrate", cpid, "node1")...)
-			m.waitGrows(t, "node1", rel+"/tree.txt", n+3)
+			m.waitGrows(t, "node1", homeRel(home, "tree.txt"), n+3)
 
 			daemon := m.script(t, "daemon"+u.suffix+".sh",
 				"setsid bash -c 'i=0; while :; do i=$((i+1)); echo $i >> "+home+"/daemon.txt; sleep 0.1; done' "+
 					"</dev/null >/dev/null 2>&1 &\nexit 0\n")
 			dcpid := m.runDetachedAs(t, u, "node3", daemon)
-			n = m.waitGrows(t, "node3", rel+"/daemon.txt", 3)
+			n = m.waitGrows(t, "node3", homeRel(home, "daemon.txt"), 3)
 			// Its first process has exited; the job is still a cluster process.
 			if got := m.where("node1", dcpid); got != "node3" {
 				t.Fatalf("the daemon's where on node1: %q", got)
 			}
 			m.must(u.cmd("node1", "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")...)
-			m.waitGrows(t, "node2", rel+"/daemon.txt", n+3)
+			m.waitGrows(t, "node2", homeRel(home, "daemon.txt"), n+3)
 			m.must(u.cmd("node1", ssiBin, "kill", "--all", cpid)...)
 			m.must(u.cmd("node1", ssiBin, "kill", dcpid)...)
 			// The tree's leader dies of the TERM; the daemon's leader had
