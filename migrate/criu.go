@@ -77,24 +77,25 @@ type swrk struct {
 	sock *os.File
 }
 
-// user is how criu runs: as whom, and in which mount namespace.
-type user struct {
-	uid, gid   uint32
-	ownMountNS bool
-}
+// user is who criu runs as when not root.
+type user struct{ uid, gid uint32 }
 
 // asUser is uid/gid, or nil (root, in the caller's namespaces) for uid 0.
 func asUser(uid, gid uint32) *user {
 	if uid == 0 {
 		return nil
 	}
-	return &user{uid: uid, gid: gid}
+	return &user{uid, gid}
 }
 
 // dumpCaps are what an unprivileged dump needs (CRIU's --unprivileged):
 // checkpoint_restore and sys_ptrace to inspect the tree, sys_admin and
-// sys_chroot to enter its mount namespace and read its mounts.
-var dumpCaps = []uintptr{unix.CAP_CHECKPOINT_RESTORE, unix.CAP_SYS_PTRACE, unix.CAP_SYS_ADMIN, unix.CAP_SYS_CHROOT}
+// sys_chroot to enter its mount namespace and read its mounts, and
+// dac_read_search to find what an inotify watch names: the kernel gives
+// CRIU the watched inode as a file handle, and open_by_handle_at needs it
+// (without it: "fsnotify: Can't dump that handle").
+var dumpCaps = []uintptr{unix.CAP_CHECKPOINT_RESTORE, unix.CAP_SYS_PTRACE, unix.CAP_SYS_ADMIN, unix.CAP_SYS_CHROOT,
+	unix.CAP_DAC_READ_SEARCH}
 
 // startSwrk starts criu in service-worker mode, as root or as u. extra
 // files become fds 4, 5, ... in criu (fd 3 is the RPC socket).
@@ -120,15 +121,6 @@ func (c *Client) startSwrk(extra []*os.File, u *user) (*swrk, error) {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid}
 		cmd.SysProcAttr.AmbientCaps = dumpCaps
 	}
-	if u != nil && u.ownMountNS {
-		// The mounts CRIU makes while it restores a tree's own mount
-		// namespace (its cgroup yard) must not show up in the agent's,
-		// where every job started meanwhile would copy them and could
-		// then not move to a node without them. Only then: CRIU takes
-		// its own mount namespace for the one a tree without its own
-		// shares.
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
-	}
 	if err := cmd.Start(); err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("%w: start %s: %v", ErrNoCRIU, c.cfg.Path, err)
@@ -152,7 +144,13 @@ func (s *swrk) call(ctx context.Context, req *rpc.CriuReq) (*rpc.CriuResp, error
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.sock.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = s.cmd.Process.Kill() })
+	stop := context.AfterFunc(ctx, func() {
+		_ = s.cmd.Process.Kill()
+		// The tasks CRIU was restoring hold its end of the socket too, and
+		// one stuck in the kernel (a file system that does not answer)
+		// outlives criu: only a shutdown ends our read.
+		_ = syscall.Shutdown(int(s.sock.Fd()), syscall.SHUT_RDWR)
+	})
 	defer stop()
 	for {
 		b, err := proto.Marshal(req)

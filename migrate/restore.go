@@ -79,17 +79,20 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, er
 		FileLocks:      ptr(o.FileLocks),
 		ExtUnixSk:      ptr(false),
 		LeaveStopped:   ptr(o.LeaveStopped),
+		// The caller puts the tree in its cgroups (the job's, on this
+		// node). CRIU's own cgroup restore would mount a cgroup yard in
+		// the caller's mount namespace for the time of the restore, and
+		// every job started meanwhile would copy that mount into its own
+		// namespace (see cluster/jobns) and could not move where it is
+		// missing.
+		ManageCgroupsMode: ptr(rpc.CriuCgMode_IGNORE),
 	}
 	if len(o.NodeMounts) > 0 {
 		// CRIU restores a mount namespace only under a given root.
 		opts.Root = ptr("/")
 		opts.External = externalMounts(o.NodeMounts)
 	}
-	var how *user
-	if len(o.NodeMounts) > 0 {
-		how = &user{ownMountNS: true}
-	}
-	s, err := c.startSwrk(extra, how)
+	s, err := c.startSwrk(extra, nil)
 	if err != nil {
 		return nil, err
 	}
