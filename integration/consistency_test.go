@@ -629,11 +629,9 @@ func (k *checker) whereOn(cpid, want, why string) {
 var counterProg = []string{"bash", "-c", "i=0; while :; do i=$((i+1)); sleep 0.1; done"}
 
 // procRound runs a counter on a random node (as uid 1000 in one round of
-// four), moves it back-to-back from random nodes, then kills it and
-// waits for it from random nodes, reading after each step. uid 1000's
-// process is not moved: CRIU cannot yet checkpoint a normal user's
-// process on these machines (issue 10); it runs, is listed, killed and
-// waited for like the others.
+// four), moves it back-to-back from random nodes (uid 1000's moved by
+// uid 1000 or root at random), then kills it and waits for it from
+// random nodes, reading after each step.
 func (k *checker) procRound() {
 	k.t.Helper()
 	user := k.n.procs%procRounds == procRounds-1
@@ -648,7 +646,7 @@ func (k *checker) procRound() {
 	k.n.procs++
 	k.listed(cpid, node, fmt.Sprintf("right after ssi run -d on %s printed it", node))
 	where := node
-	for i := 0; i < movesPerRound && where != "" && !user; i++ {
+	for i := 0; i < movesPerRound && where != ""; i++ {
 		where = k.move(cpid, where, i == 0, user)
 	}
 	k.finish(cpid, user)
