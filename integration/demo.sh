@@ -6,8 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SSI=$PWD/bin/ssi
-work=$(mktemp -d /tmp/ssi-demo.XXXXXX)
+# Not in /tmp: a cluster process has its own /tmp.
+work=$(mktemp -d /var/tmp/ssi-demo.XXXXXX)
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# until SECONDS WHAT CMD...: waits for CMD to succeed, or fails the demo.
+until_ok() {
+  local limit=$1 what=$2; shift 2
+  local end=$((SECONDS + limit))
+  until "$@"; do
+    if [ $SECONDS -ge $end ]; then echo "demo: timed out after ${limit}s waiting for $what" >&2; exit 1; fi
+    sleep 0.1
+  done
+}
 cleanup() {
   if [ "${DEMO_KEEP:-0}" != 1 ]; then step "ssi lab down"; "$SSI" lab down; fi
   rm -rf "$work"
@@ -52,7 +62,7 @@ chmod 755 "$work" "$script"
 echo "\$ ssi lab exec node1 -- ssi run -d -- $script"
 cpid=$("$SSI" lab exec node1 -- "$SSI" run -d -- "$script")
 echo "cpid $cpid"
-while [ "$(cat "$counter" 2>/dev/null | wc -l)" -lt 10 ]; do sleep 0.1; done
+until_ok 30 "the counter to start" sh -c "[ \$(cat '$counter' 2>/dev/null | wc -l) -ge 10 ]"
 echo "counter at $(tail -1 "$counter")"
 
 step "move it: echo node2 > /cluster/proc/$cpid/where (written on node3)"
@@ -60,7 +70,7 @@ echo "\$ ssi lab exec node3 -- sh -c 'echo node2 > /cluster/proc/$cpid/where'"
 "$SSI" lab exec node3 -- sh -c "echo node2 > /cluster/proc/$cpid/where"
 at=$(tail -1 "$counter")
 for n in node1 node2 node3; do echo "where on $n: $("$SSI" lab exec $n -- cat /cluster/proc/$cpid/where)"; done
-while [ "$(tail -1 "$counter")" -lt $((at + 10)) ]; do sleep 0.1; done
+until_ok 30 "the counter to go on on node2" sh -c "[ \$(tail -1 '$counter') -ge $((at + 10)) ]"
 echo "the count goes on on node2: $(tail -1 "$counter") (it was $at when it moved)"
 restarts=$(grep -c '^1$' "$counter")
 echo "lines: $(wc -l < "$counter"), times it started from 1: $restarts"
