@@ -23,6 +23,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# A cluster process starts in the caller's directory: one it can see.
+cd "$work"
 
 step "ssi lab up --nodes 3"
 "$SSI" lab up --nodes 3
