@@ -23,8 +23,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# A cluster process starts in the caller's directory: one it can see.
+# A cluster process starts in the caller's directory, and runs ssi's own
+# init: both where it can see them, whatever the checkout's place.
 cd "$work"
+cp "$SSI" "$work/ssi"
+SSI=$work/ssi
 
 step "ssi lab up --nodes 3"
 "$SSI" lab up --nodes 3
