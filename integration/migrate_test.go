@@ -378,7 +378,7 @@ func TestMigration(t *testing.T) {
 		t.Run("a tree with a pipe and a daemon move"+u.suffix, func(t *testing.T) {
 			m := &migLab{clusterLab: c.with(t), dir: m.dir}
 			home := m.homeOf(t, u)
-				tree := m.script(t, "tree"+u.suffix+".sh",
+			tree := m.script(t, "tree"+u.suffix+".sh",
 				"(i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done) | "+
 					"(while read -r l; do echo $l >> "+home+"/tree.txt; done)\n")
 			cpid := m.runDetachedAs(t, u, "node2", tree)

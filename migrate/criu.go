@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,14 +130,22 @@ func (c *Client) startSwrk(extra []*os.File, u *user) (*swrk, error) {
 	return &swrk{cmd: cmd, sock: ours}, nil
 }
 
-// close ends the session and reaps criu; its exit status is reported only
-// if nothing else failed, as it is usually a consequence.
+// close ends the session and reaps criu.
 func (s *swrk) close() error {
 	s.sock.Close()
 	if err := s.cmd.Wait(); err != nil {
 		return fmt.Errorf("criu swrk: %w", err)
 	}
 	return nil
+}
+
+// done is close for a deferred call: criu's exit status becomes *err only
+// if nothing else failed, as it is usually a consequence, and a failure
+// stays one line (cantmove shows it).
+func (s *swrk) done(err *error) {
+	if cerr := s.close(); *err == nil {
+		*err = cerr
+	}
 }
 
 // call sends one request and returns CRIU's final answer, answering
@@ -186,7 +196,7 @@ func (c *Client) Version(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_VERSION)})
-	err = errors.Join(err, s.close())
+	s.done(&err)
 	if err != nil {
 		return 0, err
 	}
@@ -264,18 +274,38 @@ func logErrors(path string) string {
 	return strings.Join(errs, "\n")
 }
 
-// failure builds the error for a failed CRIU call, quoting its log.
+// failure builds the error for a failed CRIU call in one line, as
+// cantmove and ssi migrate show it: CRIU's own message, then each other
+// error its log names, once, without timestamps and source positions.
 func failure(sentinel error, resp *rpc.CriuResp, err error, logPath string) error {
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	} else if resp != nil {
-		msg = fmt.Sprintf("criu errno %d", resp.GetCrErrno())
-		if m := resp.GetCrErrmsg(); m != "" {
-			msg += ": " + m
+	var msgs []string
+	add := func(m string) {
+		if m = criuMessage(m); m != "" && !slices.Contains(msgs, m) {
+			msgs = append(msgs, m)
 		}
 	}
-	return fmt.Errorf("%w: %s\n%s (log %s)", sentinel, msg, logErrors(logPath), logPath)
+	switch {
+	case err != nil:
+		add(err.Error())
+	case resp != nil:
+		add(resp.GetCrErrmsg())
+		if len(msgs) == 0 {
+			add(fmt.Sprintf("criu errno %d", resp.GetCrErrno()))
+		}
+	}
+	for _, l := range strings.Split(logErrors(logPath), "\n") {
+		add(l)
+	}
+	return fmt.Errorf("%w: %s", sentinel, strings.Join(msgs, "; "))
+}
+
+// criuLine is a CRIU log line: "(00.040272) ", a pid and "Error
+// (criu/fsnotify.c:284): " before what it says.
+var criuLine = regexp.MustCompile(`^\s*(\(\d+\.\d+\)\s*)?(\d+:\s*)?((Error|Warn)\s*\([^)]*\):\s*)?`)
+
+// criuMessage is what a line of CRIU's says, spaces collapsed.
+func criuMessage(line string) string {
+	return strings.Join(strings.Fields(criuLine.ReplaceAllString(line, "")), " ")
 }
 
 // itoa is strconv.Itoa, named for the places that build CRIU keys.

@@ -2,10 +2,10 @@ package migrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
@@ -76,6 +76,13 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 	}
 	defer dir.Close()
 
+	external, skip := o.NodeMounts, []string(nil)
+	if len(o.NodeMounts) > 0 {
+		if skip, err = hiddenMounts(o.Pid); err != nil {
+			return nil, fmt.Errorf("%w: reading its mounts: %v", ErrDump, err)
+		}
+		external = withoutPaths(o.NodeMounts, skip)
+	}
 	opts := &rpc.CriuOpts{
 		ImagesDirFd:    ptr(int32(dir.Fd())),
 		Pid:            ptr(int32(o.Pid)),
@@ -87,7 +94,9 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		FileLocks:      ptr(o.FileLocks),
 		// Unix sockets to peers outside the tree are not ours to move.
 		ExtUnixSk: ptr(false),
-		External:  externalMounts(o.NodeMounts),
+		External:  externalMounts(external),
+		// What the tree cannot reach is neither carried nor bound again.
+		SkipMnt: skip,
 	}
 	var extra []*os.File
 	if o.PageServer != nil {
@@ -108,7 +117,7 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 	if err != nil {
 		return nil, err
 	}
-	defer func() { err = errors.Join(err, s.close()) }()
+	defer s.done(&err)
 
 	c.log.Debug("criu dump", "pid", o.Pid, "dir", o.Dir)
 	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_DUMP), Opts: opts})
@@ -138,6 +147,17 @@ func externalMounts(mps []string) []string {
 	out := make([]string, 0, len(mps))
 	for _, mp := range mps {
 		out = append(out, "mnt["+mp+"]:"+mp)
+	}
+	return out
+}
+
+// withoutPaths is mps less the paths in drop.
+func withoutPaths(mps, drop []string) []string {
+	out := make([]string, 0, len(mps))
+	for _, mp := range mps {
+		if !slices.Contains(drop, mp) {
+			out = append(out, mp)
+		}
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,7 +40,7 @@ func (c *Client) StartPageServer(ctx context.Context, dir string, sock *os.File)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { err = errors.Join(err, s.close()) }()
+	defer s.done(&err)
 	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_PAGE_SERVER), Opts: opts})
 	if err != nil || !resp.GetSuccess() {
 		return 0, failure(ErrDump, resp, err, filepath.Join(dir, "page-server.log"))

@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,7 +95,7 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, er
 	if err != nil {
 		return nil, err
 	}
-	defer func() { err = errors.Join(err, s.close()) }()
+	defer s.done(&err)
 
 	c.log.Debug("criu restore", "dir", o.Dir)
 	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_RESTORE), Opts: opts})
