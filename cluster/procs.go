@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -265,9 +266,16 @@ func (a *Agent) handleProcs(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.procInfos(s))
 }
 
-// procInfos joins the agreed processes with their nodes' samples.
+// procInfos joins the agreed processes with their nodes' samples. Why a
+// process cannot move comes from its node's sample (what it holds now)
+// or else from the agreed state (why its last move failed, as every node
+// knows the moment the mover does).
 func (a *Agent) procInfos(s *raftstore.Store) []ProcInfo {
 	out := []ProcInfo{}
+	lastMove := map[int]raftstore.MoveRecord{}
+	for _, m := range s.Moves() {
+		lastMove[m.CPID] = m
+	}
 	for _, p := range s.Procs() {
 		pi := ProcInfo{CPID: p.CPID, Node: p.Node, Home: p.Home, UID: p.UID, User: userName(p.UID),
 			State: string(p.State), NMigs: p.NMigs, Lock: p.Lock, Argv: p.Argv, Started: p.StartedAt}
@@ -275,6 +283,9 @@ func (a *Agent) procInfos(s *raftstore.Store) []ProcInfo {
 			if ps, ok := smp.Procs[p.CPID]; ok {
 				pi.Pid, pi.CPU, pi.RSS, pi.CantMove = ps.Pid, ps.CPU, ps.RSS, ps.CantMove
 			}
+		}
+		if m, ok := lastMove[p.CPID]; ok && pi.CantMove == "" && !m.Committed && m.Reason != "" {
+			pi.CantMove = firstLineOf(m.Reason)
 		}
 		if p.State == raftstore.ProcMigrating {
 			pi.CantMove = "a migration is under way"
@@ -496,4 +507,12 @@ func userName(uid int) string {
 		return u.Username
 	}
 	return strconv.Itoa(uid)
+}
+
+// firstLineOf is s up to its first newline: cantmove is one line.
+func firstLineOf(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

@@ -81,13 +81,24 @@ func (l *Lab) agentPid(k int) (int, bool) {
 
 // processAlive is true for a live process; a zombie is dead.
 func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+	// A killed process's leader is a zombie while its other threads are
+	// still exiting; the process still holds its files (an agent's socket
+	// and data directory lock) until the last one is gone.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if len(tasks) == 0 {
+		tasks = []string{fmt.Sprintf("/proc/%d/stat", pid)}
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 && len(s) > i+2 && s[i+2] != 'Z' && s[i+2] != 'X' {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureAgent starts node k's agent unless it runs, and waits until it
