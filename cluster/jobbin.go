@@ -7,10 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-
-	"ssi/cluster/jobns"
 )
 
 // jobInit is the executable a job's init runs (ssi job-init), found once.
@@ -20,29 +17,18 @@ var jobInit struct {
 	err  error
 }
 
-// jobInitPath is this agent's own binary, unless it lies where a job
-// cannot see it (under a job's own /tmp or /dev/shm, e.g. a checkout in
-// /tmp): CRIU could not then carry the init's executable ("link remap").
-// Then it is a copy in the data directory, named by its contents, so an
-// upgraded agent never replaces a file that running jobs map, and every
-// agent of the same build names the same path.
+// jobInitPath is a copy of this agent's binary in the data directory,
+// named by its contents. Not the binary itself: rebuilt or upgraded, it
+// is replaced, and every job still running the old one would hold a
+// deleted executable that CRIU cannot carry ("link remap"); nor may it
+// lie under a job's own /tmp or /dev/shm, where the job cannot see it.
+// A content name is never replaced while jobs map it, and every agent of
+// the same build names the same path, which a move needs.
 func (a *Agent) jobInitPath() (string, error) {
 	jobInit.once.Do(func() {
 		self, err := os.Executable()
 		if err != nil {
 			jobInit.err = err
-			return
-		}
-		if self, err = filepath.EvalSymlinks(self); err != nil {
-			jobInit.err = err
-			return
-		}
-		hidden := false
-		for _, p := range jobns.OwnPrefixes() {
-			hidden = hidden || strings.HasPrefix(self, p)
-		}
-		if !hidden {
-			jobInit.path = self
 			return
 		}
 		jobInit.path, jobInit.err = copyByContent(self, filepath.Join(a.cfg.DataDir, "bin"))
