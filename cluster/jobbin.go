@@ -10,11 +10,11 @@ import (
 	"sync"
 )
 
-// jobInit is the executable a job's init runs (ssi job-init), found once.
-var jobInit struct {
-	once sync.Once
-	path string
-	err  error
+// jobInits are the executables jobs' inits run (ssi job-init), by data
+// directory, installed once each.
+var jobInits struct {
+	sync.Mutex
+	path map[string]string
 }
 
 // jobInitPath is a copy of this agent's binary in the data directory,
@@ -25,15 +25,24 @@ var jobInit struct {
 // A content name is never replaced while jobs map it, and every agent of
 // the same build names the same path, which a move needs.
 func (a *Agent) jobInitPath() (string, error) {
-	jobInit.once.Do(func() {
-		self, err := os.Executable()
-		if err != nil {
-			jobInit.err = err
-			return
-		}
-		jobInit.path, jobInit.err = copyByContent(self, filepath.Join(a.cfg.DataDir, "bin"))
-	})
-	return jobInit.path, jobInit.err
+	jobInits.Lock()
+	defer jobInits.Unlock()
+	if p, ok := jobInits.path[a.cfg.DataDir]; ok {
+		return p, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p, err := copyByContent(self, filepath.Join(a.cfg.DataDir, "bin"))
+	if err != nil {
+		return "", err
+	}
+	if jobInits.path == nil {
+		jobInits.path = map[string]string{}
+	}
+	jobInits.path[a.cfg.DataDir] = p
+	return p, nil
 }
 
 // copyByContent copies the executable src into dir as ssi-<hash of its
