@@ -30,11 +30,8 @@ func (a *Agent) jobInitPath() (string, error) {
 	if p, ok := jobInits.path[a.cfg.DataDir]; ok {
 		return p, nil
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	p, err := copyByContent(self, filepath.Join(a.cfg.DataDir, "bin"))
+	// The running binary's own bytes, even if its file was replaced.
+	p, err := copyByContent("/proc/self/exe", filepath.Join(a.cfg.DataDir, "bin"))
 	if err != nil {
 		return "", err
 	}
