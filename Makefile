@@ -13,7 +13,7 @@ all: build
 build:
 	$(GO) build -o bin/ssi ./cmd/ssi
 
-# Installs what the machine lacks (fuse3, iproute2, CRIU >= 4.1 in a private
+# Installs what the machine lacks (fuse3, iproute2, CRIU >= 4.2 in a private
 # prefix), builds bin/ssi and checks the machine with `ssi doctor`.
 setup:
 	bash configs/setup.sh

@@ -118,7 +118,7 @@ var Keys = []Key{
 	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
 	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
 	{"log_level", "info", "debug, info, warn or error"},
-	{"criu.path", "/opt/ssi/criu/bin/criu", "CRIU binary (>= 4.1); make setup installs a wrapper here"},
+	{"criu.path", "/opt/ssi/criu/bin/criu", "CRIU binary (>= 4.2); make setup installs a wrapper here"},
 	{"criu.no_breakpoints", true, "run CRIU with CRIU_FAULT=130: needed where hardware breakpoints do not fire (VMs)"},
 	{"criu.work_dir", "/var/lib/ssi/criu", "where checkpoint images and CRIU logs are kept"},
 	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},

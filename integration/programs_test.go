@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -619,38 +618,15 @@ func TestPrograms(t *testing.T) {
 		if got := get("node2", "node1", "/"); got != "hello 1" {
 			t.Fatalf("the server on node1 answers %q", got)
 		}
-		if why, ok := criuCannotDumpSockets(p); ok {
-			// This CRIU cannot dump the listening socket: cantmove must say
-			// so before anyone tries (given a few ticks to look at a
-			// process that just started), and a try must harm nothing.
-			says := func() bool {
-				cm := p.cantmove("node3", pr.cpid)
-				return strings.Contains(cm, "socket") && strings.Contains(cm, "CRIU")
-			}
-			for i := 0; i < 3 && !says(); i++ {
-				tick("on node1")
-			}
-			if !says() {
-				t.Errorf("%s, yet cantmove of a node server with a listening TCP socket reads %q", why, p.cantmove("node3", pr.cpid))
-			}
-			if e := p.writeWhere("node2", pr.cpid, "node2"); e != 95 {
-				t.Fatalf("moving it anyway: errno %d, want 95 (EOPNOTSUPP)", e)
-			}
-			tick("after the refused move")
-			if got := get("node3", "node1", "/"); got != fmt.Sprintf("hello %d", reqs) {
-				t.Fatalf("after the refused move the server on node1 answers %q", got)
-			}
-		} else {
-			p.move("where", "node3", pr.cpid, "node2")
-			tick("on node2")
-			if got := get("node3", "node2", "/"); got != "hello 2" {
-				t.Fatalf("after its move the server answers at node2's address %q", got)
-			}
-			p.move("migrate", "node1", pr.cpid, "node3")
-			tick("on node3")
-			if got := get("node1", "node3", "/"); got != "hello 3" {
-				t.Fatalf("after its move the server answers at node3's address %q", got)
-			}
+		p.move("where", "node3", pr.cpid, "node2")
+		tick("on node2")
+		if got := get("node3", "node2", "/"); got != "hello 2" {
+			t.Fatalf("after its move the server answers at node2's address %q", got)
+		}
+		p.move("migrate", "node1", pr.cpid, "node3")
+		tick("on node3")
+		if got := get("node1", "node3", "/"); got != "hello 3" {
+			t.Fatalf("after its move the server answers at node3's address %q", got)
 		}
 		at := p.where("node1", pr.cpid)
 		if got := get("node2", at, "/quit"); got != fmt.Sprintf("bye %d", reqs) {
@@ -821,28 +797,6 @@ func writeCTree(t *testing.T, dir string, n, funcs int) int {
 		"printf(\"sum %ld\\n\", s); return 0; }\n")
 	write("Makefile", "OBJS ="+objs.String()+" main.o\nsum: $(OBJS)\n\tgcc -o $@ $(OBJS)\n%.o: %.c\n\tgcc -O2 -c $< -o $@\n")
 	return sum
-}
-
-// criuCannotDumpSockets reports whether the lab's CRIU is one that cannot
-// dump an inet socket on this kernel, and why: Linux 6.16 answers
-// getsockopt(SO_PASSCRED) with EOPNOTSUPP on anything but unix and
-// netlink sockets, and CRIU before 4.2 fails its dump on that ("Can't get
-// 1:16 opt").
-func criuCannotDumpSockets(p *progLab) (string, bool) {
-	m := regexp.MustCompile(`criu\s+(\d+)\.(\d+)`).FindStringSubmatch(p.ssi("exec", "node1", "--", ssiBin, "doctor").out)
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	kernel := strings.TrimSpace(string(b))
-	k := regexp.MustCompile(`^(\d+)\.(\d+)`).FindStringSubmatch(kernel)
-	if m == nil || k == nil {
-		return "", false
-	}
-	criu := atoi(m[1])*100 + atoi(m[2])
-	kv := atoi(k[1])*100 + atoi(k[2])
-	if criu < 402 && kv >= 616 {
-		return fmt.Sprintf("CRIU %s.%s cannot dump TCP or UDP sockets on Linux %s (>= 6.16 answers SO_PASSCRED with EOPNOTSUPP; fixed in CRIU 4.2)",
-			m[1], m[2], kernel), true
-	}
-	return "", false
 }
 
 func atoi(s string) int {

@@ -19,10 +19,13 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// MinVersion is the oldest CRIU ssi accepts: 4.1 (encoded as CRIU does,
-// major*10000 + minor*100 + sublevel). Older releases fail on current
-// kernels ("Unexpected rt vDSO area bounds").
-const MinVersion = 40100
+// MinVersion is the oldest CRIU ssi accepts: 4.2 (encoded as CRIU does,
+// major*10000 + minor*100 + sublevel). Releases before 4.1 fail on current
+// kernels ("Unexpected rt vDSO area bounds"), and 4.1 cannot checkpoint a
+// process holding a TCP or UDP socket on Linux >= 6.16, which refuses
+// getsockopt(SO_PASSCRED) on inet sockets ("Can't get 1:16 opt"; CRIU issue
+// #2705, fixed in 4.2).
+const MinVersion = 40200
 
 // Sentinel errors. They are wrapped with context; test with errors.Is.
 var (
