@@ -44,6 +44,10 @@ const (
 	// one changes nothing. The caller's frStdin stays within it (a caller
 	// past it is cut off with frError); frEOF and frSignal need none.
 	frCredit = 'C' // stdin the caller may send (stdio.go)
+	// frWinsize: the size of the caller's terminal, for a process with a
+	// terminal of its own (jobns.Winsize.Bytes): caller to session to
+	// holder. A state, not a stream: only the latest counts.
+	frWinsize = 'w'
 )
 
 // maxFrame bounds a frame so a garbage length cannot exhaust memory.
@@ -139,12 +143,14 @@ type streamHeader struct {
 	Kind string `json:"kind"` // "stdio" or "move"
 	CPID int    `json:"cpid"`
 	// Move only.
-	ID       string    `json:"id,omitempty"`
-	From     string    `json:"from,omitempty"`
-	UID      int       `json:"uid,omitempty"`
-	Home     string    `json:"home,omitempty"`
-	Attached bool      `json:"attached,omitempty"`
-	Pipes    [3]string `json:"pipes,omitzero"` // CRIU keys of stdin, stdout, stderr
+	ID       string `json:"id,omitempty"`
+	From     string `json:"from,omitempty"`
+	UID      int    `json:"uid,omitempty"`
+	Home     string `json:"home,omitempty"`
+	Attached bool   `json:"attached,omitempty"`
+	// CRIU keys of stdin, stdout, stderr and, for a process with a
+	// terminal, its window size pipe ("" otherwise).
+	Pipes [4]string `json:"pipes,omitzero"`
 	// Files the tree has open or mapped outside /cluster: the destination
 	// checks it has them (same size) before anything stops.
 	Files []migrate.FileRef `json:"files,omitempty"`

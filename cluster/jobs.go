@@ -25,6 +25,10 @@ type RunRequest struct {
 	Dir    string   `json:"dir"`
 	Env    []string `json:"env"`
 	Attach bool     `json:"attach,omitempty"`
+	// TTY gives the process a terminal of its own (attached only), of
+	// size Size at first (jobns.DefaultWinsize if zero).
+	TTY  bool          `json:"tty,omitempty"`
+	Size jobns.Winsize `json:"size,omitzero"`
 }
 
 // job is a cluster process running on this node: its init, our child
@@ -130,15 +134,22 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, err)
 		return
 	}
+	if req.TTY && !req.Attach {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("a terminal needs an attached caller"))
+		return
+	}
+	if req.TTY && (req.Size.Rows == 0 || req.Size.Cols == 0) {
+		req.Size = jobns.DefaultWinsize
+	}
 	cmd, err := a.jobCommand(req)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	var ours [4]*os.File // stdinW, stdinR, stdoutR, stderrR
+	var ours pipeEnds
 	var theirs []*os.File
 	if req.Attach {
-		ours, theirs, err = jobPipes()
+		ours, theirs, err = jobPipes(req.TTY)
 		if err != nil {
 			writeErr(w, http.StatusInternalServerError, err)
 			return
@@ -164,6 +175,9 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	defer gateW.Close()
 	cmd.ExtraFiles = []*os.File{gateR}
+	if req.TTY {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, theirs[3]) // jobns.WinsizeFD
+	}
 	err = cmd.Start()
 	gateR.Close()
 	// Their write ends live in the job now; our read end of stdin stays
@@ -191,7 +205,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	if err := enterJobCgroup(res.CPID, cmd.Process.Pid); err != nil {
 		a.log.Warn("the job's cgroup", "cpid", res.CPID, "err", err)
 	}
-	spec, _ := json.Marshal(jobns.Spec{UID: uid, GID: gid, Dir: req.Dir, Env: req.Env})
+	spec, _ := json.Marshal(jobns.Spec{UID: uid, GID: gid, Dir: req.Dir, Env: req.Env, TTY: req.TTY, Size: req.Size})
 	if _, err := gateW.Write(spec); err != nil {
 		a.log.Warn("letting the job start", "cpid", res.CPID, "err", err)
 	}
@@ -221,9 +235,12 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	client := newFrameConn(&bufConn{r: brw.Reader, Conn: conn})
 	s := a.newSession(res.CPID, client)
+	if req.TTY {
+		s.setTTY(req.Size)
+	}
 	_ = client.sendJSON(frCPID, map[string]int{"cpid": res.CPID})
 	go s.fromClient(client)
-	j.hold = a.newHolder(res.CPID, a.cfg.NodeName, ours[0], ours[1], ours[2], ours[3], nil)
+	j.hold = a.newHolder(res.CPID, a.cfg.NodeName, ours, nil)
 	j.hold.pid = j.pid
 	j.hold.start()
 	a.addJob(j)
@@ -236,28 +253,35 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 // stdioUpgrade names the protocol an attached run switches to.
 const stdioUpgrade = "ssi-stdio/1"
 
-// jobPipes makes a job's three stdio pipes: our ends (stdin write, stdin
-// read, stdout read, stderr read) and theirs (stdin read, stdout write,
-// stderr write). Both stdin ends are the same pipe: ours stays open.
-func jobPipes() (ours [4]*os.File, theirs []*os.File, err error) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return ours, nil, err
+// pipeEnds are our ends of an attached job's pipes: stdin write, stdin
+// read, stdout read, stderr read, and for a job with a terminal the
+// write end of its window size pipe (nil otherwise).
+type pipeEnds [5]*os.File
+
+// jobPipes makes a job's three stdio pipes, and with tty its window size
+// pipe: our ends, and theirs (stdin read, stdout write, stderr write,
+// window sizes read). Both stdin ends are the same pipe: ours stays open.
+func jobPipes(tty bool) (ours pipeEnds, theirs []*os.File, err error) {
+	n := 3
+	if tty {
+		n = 4
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return ours, nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		for _, f := range []*os.File{inR, inW, outR, outW} {
-			f.Close()
+	var r, w [4]*os.File
+	for i := range n {
+		if r[i], w[i], err = os.Pipe(); err != nil {
+			for k := range i {
+				r[k].Close()
+				w[k].Close()
+			}
+			return ours, nil, err
 		}
-		return ours, nil, err
 	}
-	return [4]*os.File{inW, inR, outR, errR}, []*os.File{inR, outW, errW}, nil
+	ours = pipeEnds{w[0], r[0], r[1], r[2], w[3]}
+	theirs = []*os.File{r[0], w[1], w[2]}
+	if tty {
+		theirs = append(theirs, r[3])
+	}
+	return ours, theirs, nil
 }
 
 // jobCommand builds the job's init: as root, in a new PID and mount
@@ -265,7 +289,7 @@ func jobPipes() (ours [4]*os.File, theirs []*os.File, err error) {
 // it has mounted the job's own file systems; see package jobns). It
 // becomes uid/gid itself, from the Spec it is sent.
 func (a *Agent) jobCommand(req RunRequest) (*exec.Cmd, error) {
-	self, err := os.Executable()
+	self, err := a.jobInitPath()
 	if err != nil {
 		return nil, err
 	}

@@ -233,9 +233,6 @@ func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error)
 			a.log.Warn("migration failed", "cpid", cpid, "to", to, "err", err)
 		}
 	}()
-	if why := a.cantMove(j); why != "" {
-		return fmt.Errorf("%w: %s", fs.ErrCannotMove, why)
-	}
 	s, err := a.member()
 	if err != nil {
 		return fsError(err)
@@ -247,6 +244,15 @@ func (a *Agent) migrateOut(ctx context.Context, cpid int, to string) (err error)
 	id := randomID()
 	if _, err := a.apply(ctx, raftstore.MigrationStart{ID: id, CPID: cpid, To: to, StartedAt: start}); err != nil {
 		return fsError(err)
+	}
+	// A refusal is recorded like any failed move, so that cantmove says
+	// why on every node as soon as the writer of where hears it.
+	if why := a.cantMove(j); why != "" {
+		stats := &raftstore.MoveStats{Reason: why, Total: time.Since(start), EndedAt: time.Now()}
+		if _, err := a.settle(cpid, id, false, stats); err != nil {
+			a.settleLater(cpid, id, false, stats, func(outcome) {})
+		}
+		return fmt.Errorf("%w: %s", fs.ErrCannotMove, why)
 	}
 	m := &moveOut{a: a, j: j, id: id, to: to, addr: n.Addr, start: start}
 	moved, err := m.run(ctx)
@@ -351,8 +357,11 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	shared := append([]string{a.cfg.Mountpoint + "/"}, jobns.OwnPrefixes()...)
 	hdr := streamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
 		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), shared...), PageServer: true, Mounts: mounts}
-	for i := range hdr.Pipes {
+	for i := range 3 {
 		hdr.Pipes[i] = migrate.FDKey(j.pid(), i)
+	}
+	if j.hold != nil && j.hold.winW != nil {
+		hdr.Pipes[3] = migrate.FDKey(j.pid(), jobns.WinsizeFD)
 	}
 	if err := c.sendJSON(frHeader, hdr); err != nil {
 		return fail(fmt.Errorf("%w: %s: %v", fs.ErrNodeDown, m.to, err))
@@ -671,17 +680,17 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frRestored, fmt.Sprintf("catching up with the leader: %v", err))
 		return
 	}
-	var ours [4]*os.File
+	var ours pipeEnds
 	var inherit []migrate.InheritFD
 	if hdr.Attached {
 		var theirs []*os.File
 		var err error
-		if ours, theirs, err = jobPipes(); err != nil {
+		if ours, theirs, err = jobPipes(hdr.Pipes[3] != ""); err != nil {
 			refuse(frRestored, err.Error())
 			return
 		}
 		keys := map[string]bool{}
-		for i, k := range hdr.Pipes {
+		for i, k := range hdr.Pipes[:len(theirs)] {
 			if k != "" && !keys[k] {
 				keys[k] = true
 				inherit = append(inherit, migrate.InheritFD{Key: k, File: theirs[i]})
@@ -754,7 +763,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 // landed finishes an arrival once its outcome is known: the restored
 // copy runs as a job of this node, or is killed. It reports whether the
 // process runs here.
-func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, proc *os.Process, ours [4]*os.File, st *stdioState) bool {
+func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, proc *os.Process, ours pipeEnds, st *stdioState) bool {
 	closeOurs := func() {
 		for _, f := range ours {
 			if f != nil {
@@ -771,7 +780,7 @@ func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, pr
 	}
 	j := &job{cpid: hdr.CPID, proc: proc}
 	if hdr.Attached {
-		j.hold = a.newHolder(hdr.CPID, hdr.Home, ours[0], ours[1], ours[2], ours[3], st)
+		j.hold = a.newHolder(hdr.CPID, hdr.Home, ours, st)
 		j.hold.pid = j.pid
 		j.hold.start()
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ssi/cluster/jobns"
 )
 
 // Attached stdio. The caller of `ssi run` talks to its own agent (the
@@ -52,6 +54,14 @@ import (
 //     no room stops reading the process's output, as a terminal would.
 //   - frAck is also the keepalive: a stream that hears nothing for
 //     stdioTiming.idle is dead, and every write has that deadline.
+//   - A process with a terminal of its own (ssi run -t) has a fourth
+//     pipe, for its window size: the caller sends frWinsize when its
+//     terminal's size changes, the session keeps the latest and sends it
+//     once to every holder stream (so a new holder gets it even if a
+//     move lost it), the holder writes it to the pipe and the process's
+//     init sets it on the pty. Its stdin and stdout are the pty's, so
+//     ^C is a byte like any other; a caller that hangs up sends the
+//     process SIGHUP.
 //   - The holder ends with frExit after the last output; the session
 //     passes it on and answers frExit: the holder may go.
 
@@ -252,6 +262,14 @@ func (h *holder) restore(st *stdioState) {
 	for _, c := range h.out {
 		h.outLen += len(c.B)
 	}
+}
+
+// Resize tells the process with a terminal of its own (RunRequest.TTY)
+// that the caller's terminal has a new size; for any other it is
+// ignored. It lives here, not with Attached, as part of the relay's
+// protocol.
+func (at *Attached) Resize(ws jobns.Winsize) error {
+	return at.fc.send(frWinsize, ws.Bytes())
 }
 
 // creditOf is the payload of frCredit: how many stdin bytes the caller

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"ssi/cluster/jobns"
 	"ssi/cluster/transport"
 )
 
@@ -24,6 +27,9 @@ type holder struct {
 	connect func(ctx context.Context) (net.Conn, error)
 
 	stdinW, stdinR, stdoutR, stderrR *os.File
+	// winW is the window size pipe of a process with a terminal (nil
+	// otherwise): each size the session sends is written to it.
+	winW *os.File
 
 	mu      sync.Mutex // protects the fields below
 	cond    *sync.Cond // any change of them
@@ -67,9 +73,9 @@ type hlink struct {
 
 // newHolder takes our ends of the pipes; st is what a previous holder
 // left (nil for a new process).
-func (a *Agent) newHolder(cpid int, home string, stdinW, stdinR, stdoutR, stderrR *os.File, st *stdioState) *holder {
-	h := &holder{a: a, cpid: cpid, home: home, tm: defaultStdioTiming, stdinW: stdinW, stdinR: stdinR,
-		stdoutR: stdoutR, stderrR: stderrR, epoch: 1, unheard: time.Now(),
+func (a *Agent) newHolder(cpid int, home string, ends pipeEnds, st *stdioState) *holder {
+	h := &holder{a: a, cpid: cpid, home: home, tm: defaultStdioTiming, stdinW: ends[0], stdinR: ends[1],
+		stdoutR: ends[2], stderrR: ends[3], winW: ends[4], epoch: 1, unheard: time.Now(),
 		exitAck: make(chan struct{}), quit: make(chan struct{})}
 	h.cond = sync.NewCond(&h.mu)
 	h.connect = h.dial
@@ -337,6 +343,8 @@ func (h *holder) apply(l *hlink, typ byte, b []byte) (sig int, ok bool) {
 			h.sig++
 			sig = int(b[0])
 		}
+	case frWinsize:
+		h.resize(b)
 	case frAck:
 		var k stdioAck
 		if json.Unmarshal(b, &k) == nil {
@@ -352,6 +360,28 @@ func (h *holder) apply(l *hlink, typ byte, b []byte) (sig int, ok bool) {
 	h.cond.Broadcast()
 	h.poke()
 	return sig, true
+}
+
+// resize writes a window size record to the process's window size
+// pipe; h.mu is held. It never waits: the process's init reads the pipe
+// at once, so it is full only if the init has been stopped for thousands
+// of resizes, and then this one is dropped (the next stream to the
+// session brings the latest size again).
+func (h *holder) resize(b []byte) {
+	if h.winW == nil || len(b) != jobns.WinsizeLen {
+		return
+	}
+	var werr error
+	rc, err := h.winW.SyscallConn()
+	if err == nil {
+		err = rc.Write(func(fd uintptr) bool {
+			_, werr = unix.Write(int(fd), b)
+			return true // one try: never parked
+		})
+	}
+	if err = errors.Join(err, werr); err != nil {
+		h.a.log.Debug("stdio: a window size not passed on", "cpid", h.cpid, "err", err)
+	}
 }
 
 // takeIn queues stdin that starts at offset at, less what we have;
@@ -548,7 +578,9 @@ func (h *holder) close() {
 	if l != nil {
 		l.conn.Close()
 	}
-	for _, f := range []*os.File{h.stdinW, h.stdinR, h.stdoutR, h.stderrR} {
-		_ = f.Close()
+	for _, f := range []*os.File{h.stdinW, h.stdinR, h.stdoutR, h.stderrR, h.winW} {
+		if f != nil {
+			_ = f.Close()
+		}
 	}
 }

@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"ssi/cluster/jobns"
 )
 
 // session is the home node's end of one attached process.
@@ -33,6 +36,11 @@ type session struct {
 	cur     *sstream
 	done    chan struct{}
 	ended   bool
+	// A process with a terminal (tty): the caller's latest window size,
+	// changed wsGen times, sent to each holder stream until it has it.
+	tty   bool
+	ws    []byte
+	wsGen int
 
 	relay sync.Mutex // output reaches the caller from one stream at a time, in order
 }
@@ -51,6 +59,7 @@ type sstream struct {
 	inSent  uint64
 	sigSent int
 	eofSent bool
+	wsGen   int    // the window size sent is the session's wsGen'th
 	outAck  uint64 // output count last acknowledged
 	exitAck bool   // the exit reached the caller: answer it, then stop
 }
@@ -97,6 +106,8 @@ func (s *session) fromClient(c *frameConn) {
 			}
 		case frSignal:
 			s.takeSignal(b)
+		case frWinsize:
+			s.takeWinsize(b)
 		case frEOF:
 			s.mu.Lock()
 			s.eof = true
@@ -138,10 +149,41 @@ func (s *session) takeSignal(b []byte) {
 	}
 }
 
+// setTTY makes s the session of a process with a terminal of size ws.
+// Every holder stream is sent the latest size, so that one lost with a
+// move's pipe is given again, and a size the pty already has changes
+// nothing.
+func (s *session) setTTY(ws jobns.Winsize) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tty = true
+	s.ws, s.wsGen = ws.Bytes(), s.wsGen+1
+}
+
+// takeWinsize keeps the caller's new window size for the holders.
+func (s *session) takeWinsize(b []byte) {
+	if _, ok := jobns.ParseWinsize(b); !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.tty || s.ended {
+		return
+	}
+	s.ws, s.wsGen = append([]byte(nil), b...), s.wsGen+1
+	s.kick()
+}
+
 // hangUp: caller c is gone; the process's stdin ends after what is kept.
+// A terminal that goes away hangs up: its process gets SIGHUP, as from
+// a real one (a caller that could still forward its own SIGHUP may send
+// a second: the same signal twice changes nothing).
 func (s *session) hangUp(c *frameConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.tty && s.client == c && !s.ended && len(s.sigs) < stdioMaxSigs {
+		s.sigs = append(s.sigs, byte(syscall.SIGHUP))
+	}
 	s.eof = true
 	if s.client == c {
 		s.client = nil
@@ -416,6 +458,10 @@ func (s *session) input(st *sstream, fs []frame) []frame {
 	}
 	for ; st.sigSent < s.sigAt+len(s.sigs); st.sigSent++ {
 		fs = append(fs, frame{frSignal, []byte{s.sigs[st.sigSent-s.sigAt]}})
+	}
+	if st.wsGen != s.wsGen && s.ws != nil {
+		st.wsGen = s.wsGen
+		fs = append(fs, frame{frWinsize, s.ws})
 	}
 	if s.eof && !st.eofSent && st.inSent == end {
 		st.eofSent = true

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ssi/cluster/jobns"
 )
 
 // These tests drive a session and its holders as the agents do, over
@@ -301,7 +303,7 @@ func (x *stdioTest) cut() {
 
 // holder makes a holder for p's pipes, as handleRun or landed would.
 func (x *stdioTest) holder(p *pipes, st *stdioState, hk hooks) *holder {
-	h := x.a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, st)
+	h := x.a.newHolder(testCPID, "home", pipeEnds{p.inW, p.inR, p.outR, p.errR, p.wsW}, st)
 	h.tm = fastStdio
 	h.pid = func() int { return 0 }
 	h.connect = x.connect(hk)
@@ -310,11 +312,24 @@ func (x *stdioTest) holder(p *pipes, st *stdioState, hk hooks) *holder {
 }
 
 // pipes are one node's stdio pipes of the process: the holder's ends
-// (inW, inR, outR, errR) and the process's (in, outW, errW).
+// (inW, inR, outR, errR, and wsW for a process with a terminal) and the
+// process's (in, outW, errW, wsR).
 type pipes struct {
 	inR, inW, outR, outW, errR, errW *os.File
-	in                               int // the process's stdin: a second descriptor of inR
+	wsR, wsW                         *os.File // nil: no terminal
+	in                               int      // the process's stdin: a second descriptor of inR
 	once                             sync.Once
+}
+
+// withWinsize gives p the window size pipe of a process with a terminal.
+func (p *pipes) withWinsize(t *testing.T) *pipes {
+	t.Helper()
+	var err error
+	if p.wsR, p.wsW, err = os.Pipe(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.wsR.Close() })
+	return p
 }
 
 func newPipes(t *testing.T) *pipes {
@@ -447,6 +462,9 @@ func (x *stdioTest) moveFrozen(f *fakeProc, h *holder, fail bool, hk hooks) *hol
 func (x *stdioTest) land(f *fakeProc, h *holder, st *stdioState, hk hooks) *holder {
 	x.t.Helper()
 	p := newPipes(x.t)
+	if f.p.wsR != nil {
+		p.withWinsize(x.t)
+	}
 	nh := x.holder(p, st, hk)
 	nh.pid = h.pid
 	old := f.p
@@ -663,7 +681,7 @@ func TestStdioOutputIsPlacedByOffset(t *testing.T) {
 func TestStdioInputIsPlacedByOffset(t *testing.T) {
 	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
 	p := newPipes(t)
-	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h := a.newHolder(testCPID, "home", pipeEnds{p.inW, p.inR, p.outR, p.errR}, nil)
 	h.tm, h.pid = fastStdio, func() int { return 0 }
 	t.Cleanup(h.close)
 	h.connect = func(context.Context) (net.Conn, error) {
@@ -702,7 +720,7 @@ func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
 	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
 	p := newPipes(t)
 	f := startProc(t, p, false)
-	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h := a.newHolder(testCPID, "home", pipeEnds{p.inW, p.inR, p.outR, p.errR}, nil)
 	h.tm, h.pid = fastStdio, func() int { return 0 }
 	t.Cleanup(h.close)
 	stalled := make(chan struct{})
@@ -890,7 +908,7 @@ func pipeSize(t *testing.T, f *os.File) int {
 func TestStdioQuietStreamsEnd(t *testing.T) {
 	a := &Agent{log: testLogger(t), sessions: map[int]*session{}}
 	p := newPipes(t)
-	h := a.newHolder(testCPID, "home", p.inW, p.inR, p.outR, p.errR, nil)
+	h := a.newHolder(testCPID, "home", pipeEnds{p.inW, p.inR, p.outR, p.errR}, nil)
 	h.tm, h.pid = fastStdio, func() int { return 0 }
 	t.Cleanup(h.close)
 	stalled := make(chan struct{})
@@ -1022,6 +1040,106 @@ func TestStdioSignalDuringAMoveOnce(t *testing.T) {
 	case s := <-got:
 		t.Fatalf("a second %v", s)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A process with a terminal: each window size the caller sends reaches
+// the process's window size pipe as one record, a frame that is none is
+// dropped, and after a move (whose fresh pipe lost whatever the old one
+// held) the new holder is given the latest size again.
+func TestStdioWindowSizeReachesEveryHolder(t *testing.T) {
+	x := newStdioTest(t, nil)
+	x.s.setTTY(jobns.Winsize{Rows: 24, Cols: 80})
+	p := newPipes(t).withWinsize(t)
+	f := startProc(t, p, false)
+	h := x.holder(p, nil, hooks{})
+	h.start()
+	sizes := func(p *pipes) <-chan jobns.Winsize {
+		c := make(chan jobns.Winsize, 16)
+		go func() {
+			defer close(c)
+			buf := make([]byte, jobns.WinsizeLen)
+			for {
+				if _, err := io.ReadFull(p.wsR, buf); err != nil {
+					return
+				}
+				w, ok := jobns.ParseWinsize(buf)
+				if !ok {
+					t.Errorf("a record that is no window size: %v", buf)
+				}
+				c <- w
+			}
+		}()
+		return c
+	}
+	want := func(c <-chan jobns.Winsize, w jobns.Winsize) {
+		t.Helper()
+		select {
+		case got := <-c:
+			if got != w {
+				t.Fatalf("window size %+v, want %+v", got, w)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("no window size; want %+v", w)
+		}
+	}
+	first := sizes(p)
+	want(first, jobns.Winsize{Rows: 24, Cols: 80}) // the session's, given to every holder
+	x.send(frWinsize, "short")
+	x.send(frWinsize, string(jobns.Winsize{Rows: 0, Cols: 80}.Bytes()))
+	x.send(frWinsize, string(jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2}.Bytes()))
+	want(first, jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2})
+	// A line still flows: the size frames took nothing from stdin.
+	x.send(frStdin, "after resize\n")
+	x.waitOut("got after resize\n", 2*time.Second)
+
+	h = x.move(f, h, false, hooks{})
+	second := sizes(f.p)
+	want(second, jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2})
+	x.send(frWinsize, string(jobns.Winsize{Rows: 50, Cols: 132}.Bytes()))
+	want(second, jobns.Winsize{Rows: 50, Cols: 132})
+	select {
+	case w, ok := <-second:
+		if ok {
+			t.Fatalf("a size more: %+v", w)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// The caller of a process with a terminal hangs up (killed, its
+// connection lost): the process gets SIGHUP, as from a terminal that
+// goes away. A process without one only sees its stdin end.
+func TestStdioTerminalHangUpSendsSIGHUP(t *testing.T) {
+	got := make(chan os.Signal, 8)
+	signal.Notify(got, syscall.SIGHUP)
+	defer signal.Stop(got)
+	for _, tty := range []bool{false, true} {
+		x := newStdioTest(t, nil)
+		if tty {
+			x.s.setTTY(jobns.DefaultWinsize)
+		}
+		p := newPipes(t)
+		if tty {
+			p.withWinsize(t)
+		}
+		startProc(t, p, false)
+		h := x.holder(p, nil, hooks{})
+		h.pid = os.Getpid
+		h.start()
+		x.send(frStdin, "hello\n")
+		x.waitOut("got hello\n", 2*time.Second)
+		x.callerConn.Close()
+		select {
+		case <-got:
+			if !tty {
+				t.Fatal("SIGHUP for a process without a terminal")
+			}
+		case <-time.After(time.Second):
+			if tty {
+				t.Fatal("no SIGHUP after the caller of a terminal hung up")
+			}
+		}
 	}
 }
 

@@ -95,6 +95,9 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		// Unix sockets to peers outside the tree are not ours to move.
 		ExtUnixSk: ptr(false),
 		External:  externalMounts(external),
+		// Deleted files still open in the job's own /tmp (CantMove
+		// refuses the others and bigger ones).
+		GhostLimit: ptr(uint32(GhostLimit)),
 		// What the tree cannot reach is neither carried nor bound again.
 		SkipMnt: skip,
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,15 @@ func Tree(root int) []int {
 // returns the first error other than "already gone".
 func SignalTree(root int, sig syscall.Signal) error {
 	var first error
-	for _, pid := range Tree(root) {
+	pids := Tree(root)
+	if sig == syscall.SIGCONT {
+		// Children first: a parent resumed before its stopped child may
+		// see it stopped (waitpid with WUNTRACED; CRIU leaves every task
+		// with a SIGSTOP) and take it for a job stopped by ^Z, as bash
+		// does.
+		slices.Reverse(pids)
+	}
+	for _, pid := range pids {
 		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) && first == nil {
 			first = err
 		}

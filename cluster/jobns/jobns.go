@@ -100,6 +100,7 @@ type Mount struct {
 	ID         int
 	Mountpoint string
 	FSType     string
+	Dev        string // MAJ:MIN of its file system: one per devpts instance
 }
 
 // Mounts reads the mount table of pid's mount namespace.
@@ -131,7 +132,7 @@ func parseMountinfo(line string) (Mount, bool) {
 	if err != nil {
 		return Mount{}, false
 	}
-	m := Mount{ID: id, Mountpoint: unescape(f[4])}
+	m := Mount{ID: id, Dev: f[2], Mountpoint: unescape(f[4])}
 	for i := 6; i < len(f)-1; i++ {
 		if f[i] == "-" {
 			m.FSType = f[i+1]
@@ -239,6 +240,51 @@ type Spec struct {
 	GID uint32   `json:"gid"`
 	Dir string   `json:"dir"`
 	Env []string `json:"env"`
+	// TTY: the command gets a terminal of its own, a pty of the job's
+	// devpts, of size Size at first; the init relays it to its stdin and
+	// stdout and takes each later size from WinsizeFD.
+	TTY  bool    `json:"tty,omitempty"`
+	Size Winsize `json:"size,omitzero"`
+}
+
+// WinsizeFD is where a terminal job's init reads window sizes: a pipe
+// from the agent of WinsizeLen-byte records (Winsize.Bytes), each applied
+// as it comes. It is a pipe, not a signal or a frame on stdin, so that it
+// moves with the job like its stdio pipes and cannot mix with input.
+const WinsizeFD = 4
+
+// WinsizeLen is the size of one window size record.
+const WinsizeLen = 8
+
+// Winsize is a terminal's size, as the kernel's struct winsize holds it.
+type Winsize struct {
+	Rows   uint16 `json:"rows"`
+	Cols   uint16 `json:"cols"`
+	XPixel uint16 `json:"xpixel,omitempty"`
+	YPixel uint16 `json:"ypixel,omitempty"`
+}
+
+// DefaultWinsize is the size of a terminal whose caller has none.
+var DefaultWinsize = Winsize{Rows: 24, Cols: 80}
+
+// Bytes is w as a record: four big-endian uint16, rows first.
+func (w Winsize) Bytes() []byte {
+	b := make([]byte, 0, WinsizeLen)
+	for _, v := range []uint16{w.Rows, w.Cols, w.XPixel, w.YPixel} {
+		b = append(b, byte(v>>8), byte(v))
+	}
+	return b
+}
+
+// ParseWinsize reads one record; false if b is not one, or says a size
+// no terminal has (no rows or no columns).
+func ParseWinsize(b []byte) (Winsize, bool) {
+	if len(b) != WinsizeLen {
+		return Winsize{}, false
+	}
+	u := func(i int) uint16 { return uint16(b[i])<<8 | uint16(b[i+1]) }
+	w := Winsize{Rows: u(0), Cols: u(2), XPixel: u(4), YPixel: u(6)}
+	return w, w.Rows > 0 && w.Cols > 0
 }
 
 // MaxSpec bounds a Spec on the wire (the environment is the user's).

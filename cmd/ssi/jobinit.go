@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -80,10 +81,33 @@ func jobInit(argv []string) (int, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = spec.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+	var term *ptyRelay
+	var slave *os.File
+	if spec.TTY {
+		// As the user: the pty is the user's, in the job's own devpts
+		// (which moves with the job), never the node's.
+		var master *os.File
+		if master, slave, err = openPTY(jobPTMX, spec.Size); err != nil {
+			return 1, fmt.Errorf("job: a terminal: %w", err)
+		}
+		onTerminal(cmd, slave)
+		term = &ptyRelay{master: master, in: os.Stdin, out: os.Stdout,
+			sizes: os.NewFile(jobns.WinsizeFD, "winsize")}
+	}
+	err = cmd.Start()
+	if slave != nil {
+		// Only the job's processes may hold the slave: the master reads
+		// EIO once the last of them has let go of it.
+		slave.Close()
+	}
+	if err != nil {
 		return 127, fmt.Errorf("job: %w", err)
 	}
 	leader := cmd.Process.Pid
+	var output <-chan struct{}
+	if term != nil {
+		output = term.start()
+	}
 	go func() {
 		for s := range sigs {
 			// Once the command has exited (a daemon's parent), the oldest
@@ -115,7 +139,172 @@ func jobInit(argv []string) (int, error) {
 			}
 		}
 	}
+	if output != nil {
+		// What the job wrote last is still in the pty.
+		select {
+		case <-output:
+		case <-time.After(ptyDrain):
+		}
+	}
 	return code, nil
+}
+
+// jobPTMX opens a pty of the job's own devpts (jobns.Setup mounts it
+// with ptmxmode=0666): the master's mount is then the job's, which CRIU
+// carries and CantMove recognises, where /dev/ptmx is the node's /dev.
+const jobPTMX = "/dev/pts/ptmx"
+
+// ptyDrain bounds the wait for a terminal job's last output once the
+// whole job has ended.
+const ptyDrain = 5 * time.Second
+
+// openPTY opens a new pty at ptmx with its first size: the master, and
+// the slave (opened through the master, so no path is looked up).
+func openPTY(ptmx string, size jobns.Winsize) (master, slave *os.File, err error) {
+	// Blocking descriptors: the relay reads them in threads of its own,
+	// so the job's init holds no epoll set for CRIU to carry.
+	mfd, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(what string, err error) (*os.File, *os.File, error) {
+		unix.Close(mfd)
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		return fail("unlocking the pty", err)
+	}
+	if size.Rows == 0 || size.Cols == 0 {
+		size = jobns.DefaultWinsize
+	}
+	if err := setWinsize(mfd, size); err != nil {
+		return fail("its size", err)
+	}
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(mfd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		return fail("its slave", errno)
+	}
+	return os.NewFile(uintptr(mfd), "pty-master"), os.NewFile(uintptr(sfd), "pty-slave"), nil
+}
+
+// onTerminal makes slave cmd's stdio and controlling terminal, in a
+// session of its own: the line discipline then turns ^C into SIGINT for
+// its foreground job, and a new size into SIGWINCH.
+func onTerminal(cmd *exec.Cmd, slave *os.File) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+}
+
+func setWinsize(fd int, w jobns.Winsize) error {
+	return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: w.Rows, Col: w.Cols, Xpixel: w.XPixel, Ypixel: w.YPixel})
+}
+
+// ptyRelay is a terminal job's init between its pipes and the pty: in
+// (stdin) to the master, the master to out (stdout), each window size
+// record from sizes to the pty, where the kernel tells the foreground
+// process group with SIGWINCH.
+type ptyRelay struct {
+	master *os.File
+	in     io.Reader
+	out    io.Writer
+	sizes  io.Reader // nil: no sizes come
+}
+
+// start runs the relay; the channel is closed once the pty's output has
+// ended (every slave is closed) and all of it was written to out.
+func (r *ptyRelay) start() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// EIO: the last slave was closed, after its last output was read.
+		_ = copyAll(r.out, r.master)
+	}()
+	go r.input()
+	if r.sizes != nil {
+		go r.resize()
+	}
+	return done
+}
+
+// input copies stdin to the terminal. Its end (the caller's stdin was a
+// pipe or a file, not a terminal) is typed as the terminal's end-of-file
+// character (^D) once the job has read all the input before it and its
+// terminal's mode has settled: a reader in canonical mode then sees EOF,
+// and so does a line editor (readline) at an empty line. Typed while a
+// shell runs a command (canonical) and read by its line editor after
+// (not), it would be a NUL byte: hence the wait for a mode that holds.
+// The caller's own hang-up comes as SIGHUP instead.
+func (r *ptyRelay) input() {
+	if err := copyAll(r.master, r.in); err != nil {
+		return
+	}
+	rc, err := r.master.SyscallConn()
+	if err != nil {
+		return
+	}
+	var eof byte
+	var lastMode uint32
+	settled := time.Now()
+	for deadline := time.Now().Add(ptyEOFWait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var queued int
+		var t *unix.Termios
+		var qerr error
+		_ = rc.Control(func(fd uintptr) {
+			if queued, qerr = slaveQueue(int(fd)); qerr == nil {
+				t, qerr = unix.IoctlGetTermios(int(fd), unix.TCGETS)
+			}
+		})
+		if qerr != nil {
+			return // no slave left: nobody to tell
+		}
+		eof = t.Cc[unix.VEOF]
+		if mode := t.Lflag & unix.ICANON; mode != lastMode || queued > 0 {
+			lastMode, settled = mode, time.Now()
+		}
+		if time.Since(settled) >= ptySettle {
+			break
+		}
+	}
+	if eof != 0 { // 0: the terminal has no end-of-file character
+		_ = rc.Control(func(fd uintptr) { _, _ = unix.Write(int(fd), []byte{eof}) })
+	}
+}
+
+// ptySettle is how long a terminal's input must stay read and its mode
+// unchanged before the end of stdin is typed; ptyEOFWait bounds the
+// wait.
+const (
+	ptySettle  = 300 * time.Millisecond
+	ptyEOFWait = 10 * time.Second
+)
+
+// slaveQueue is how many bytes of input wait in the terminal of master
+// for its reader (whole lines in canonical mode), asked of a slave opened
+// for the moment.
+func slaveQueue(master int) (int, error) {
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(master), unix.TIOCGPTPEER, unix.O_RDONLY|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unix.Close(int(sfd))
+	return unix.IoctlGetInt(int(sfd), unix.TIOCINQ)
+}
+
+// resize applies each window size record as it comes.
+func (r *ptyRelay) resize() {
+	rc, err := r.master.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, jobns.WinsizeLen)
+	for {
+		if _, err := io.ReadFull(r.sizes, buf); err != nil {
+			return
+		}
+		if w, ok := jobns.ParseWinsize(buf); ok {
+			_ = rc.Control(func(fd uintptr) { _ = setWinsize(int(fd), w) })
+		}
+	}
 }
 
 // readSpec reads the agent's Spec; its absence means the agent did not
@@ -219,4 +408,25 @@ func procStartAndNSpid(pid string) (start uint64, nspid int) {
 		}
 	}
 	return st.Start, nspid
+}
+
+// copyAll copies src to dst until src ends (nil) or either fails. Plain
+// reads and writes: neither end is a file that copy_file_range or splice
+// could take, and a pty's EIO at its end is an end like any other.
+func copyAll(dst io.Writer, src io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

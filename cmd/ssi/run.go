@@ -3,20 +3,24 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"ssi/cluster"
+	"ssi/cluster/jobns"
 )
 
 func newRunCmd() *cobra.Command {
-	var detach, best bool
+	var detach, best, tty bool
 	var node string
 	cmd := &cobra.Command{
-		Use:   "run [-d] [--node N|--best] -- CMD [ARGS...]",
+		Use:   "run [-d] [-t] [--node N|--best] -- CMD [ARGS...]",
 		Short: "Start CMD as a cluster process (migratable); -d prints its cpid",
 		Long: `Start CMD as a cluster process on this node: PID 1 of its own PID
 namespace and session, with this shell's working directory and
@@ -28,13 +32,23 @@ terminal wherever the process runs, even after it migrates; Ctrl-C
 reaches it; ssi run exits with its exit code. -d detaches and prints the
 cpid alone.
 
+-t gives the process a terminal of its own (a pty inside its job, which
+moves with it): this terminal is put in raw mode while it runs, so every
+key (Ctrl-C, Ctrl-Z too) goes to the process's terminal, and its window
+size follows this one's. For an interactive shell, a REPL or a
+full-screen program. Without a terminal on stdin it warns and gives the
+process one of 80x24.
+
 --node N starts it here and moves it to N before returning (detached) or
 while relaying (attached); --best moves it to the least loaded node.`,
-		Example: "  ssi run -d -- sleep 1000\n  ssi run -- ./simulate --steps 1000",
+		Example: "  ssi run -d -- sleep 1000\n  ssi run -- ./simulate --steps 1000\n  ssi run -t -- bash",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if node != "" && best {
 				return errors.New("give --node or --best, not both")
+			}
+			if tty && detach {
+				return errors.New("-t needs an attached caller: give -t or -d, not both")
 			}
 			target := node
 			if best {
@@ -63,14 +77,39 @@ while relaying (attached); --best moves it to the least loaded node.`,
 				}
 				return nil
 			}
+			var term *callerTerm
+			if tty {
+				term = newCallerTerm(os.Stdin, os.Stdout)
+				req.TTY, req.Size = true, term.size()
+				if term.in < 0 {
+					fmt.Fprintf(os.Stderr, "ssi run: stdin is not a terminal: the process gets one of %dx%d all the same\n",
+						req.Size.Cols, req.Size.Rows)
+				}
+			}
 			at, err := c.RunAttached(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
+			if term != nil {
+				if err := term.makeRaw(); err != nil {
+					fmt.Fprintf(os.Stderr, "ssi run: this terminal stays as it is: %v\n", err)
+				}
+				// Every way out of RunE passes here; a signal that would
+				// end us is caught below and passed on instead.
+				defer term.restore()
+				winch := make(chan os.Signal, 1)
+				signal.Notify(winch, syscall.SIGWINCH)
+				defer signal.Stop(winch)
+				go func() {
+					for range winch {
+						_ = at.Resize(term.size())
+					}
+				}()
+			}
 			if target != "" && target != cfg.Node.Name {
 				go func() {
 					if err := c.Migrate(cmd.Context(), at.CPID, target); err != nil {
-						fmt.Fprintf(os.Stderr, "ssi run: %d stays here: moving it to %s: %v\n", at.CPID, target, err)
+						term.warnf(os.Stderr, "ssi run: %d stays here: moving it to %s: %v\n", at.CPID, target, err)
 					}
 				}()
 			}
@@ -88,7 +127,98 @@ while relaying (attached); --best moves it to the least loaded node.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "detach and print the cpid")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the process a terminal of its own, relayed to this one")
 	cmd.Flags().StringVar(&node, "node", "", "run it on this node")
 	cmd.Flags().BoolVar(&best, "best", false, "run it on the least loaded node")
 	return cmd
+}
+
+// callerTerm is the terminal of `ssi run -t`'s caller: where the size of
+// the process's terminal comes from, and raw while the process runs.
+type callerTerm struct {
+	in    int // stdin's descriptor if it is a terminal, else -1
+	sized int // the terminal to read the size from (stdin's, else stdout's), or -1
+	saved *unix.Termios
+	raw   atomic.Bool // in raw mode now (warnf asks from other goroutines)
+}
+
+func newCallerTerm(stdin, stdout *os.File) *callerTerm {
+	t := &callerTerm{in: -1, sized: -1}
+	if isTerminal(int(stdin.Fd())) {
+		t.in = int(stdin.Fd())
+	}
+	for _, f := range []*os.File{stdin, stdout} {
+		if isTerminal(int(f.Fd())) {
+			t.sized = int(f.Fd())
+			break
+		}
+	}
+	return t
+}
+
+func isTerminal(fd int) bool {
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	return err == nil
+}
+
+// size is the terminal's size now, or jobns.DefaultWinsize without one.
+func (t *callerTerm) size() jobns.Winsize {
+	if t.sized >= 0 {
+		if w, err := unix.IoctlGetWinsize(t.sized, unix.TIOCGWINSZ); err == nil && w.Row > 0 && w.Col > 0 {
+			return jobns.Winsize{Rows: w.Row, Cols: w.Col, XPixel: w.Xpixel, YPixel: w.Ypixel}
+		}
+	}
+	return jobns.DefaultWinsize
+}
+
+// makeRaw puts stdin's terminal in raw mode (cfmakeraw(3)): no echo, no
+// line editing, no signals from keys, no output processing, bytes as
+// they come; the process's own pty does all of that.
+func (t *callerTerm) makeRaw() error {
+	if t.in < 0 {
+		return nil
+	}
+	old, err := unix.IoctlGetTermios(t.in, unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	raw := *old
+	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	raw.Oflag &^= unix.OPOST
+	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Cflag &^= unix.CSIZE | unix.PARENB
+	raw.Cflag |= unix.CS8
+	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(t.in, unix.TCSETS, &raw); err != nil {
+		return err
+	}
+	t.saved = old
+	t.raw.Store(true)
+	return nil
+}
+
+// restore gives the terminal back as makeRaw found it.
+func (t *callerTerm) restore() {
+	if t.saved != nil {
+		_ = unix.IoctlSetTermios(t.in, unix.TCSETS, t.saved)
+		t.saved = nil
+		t.raw.Store(false)
+	}
+}
+
+// warnf writes a message to w; in raw mode its line feeds get the
+// carriage return the terminal no longer adds. t may be nil.
+func (t *callerTerm) warnf(w io.Writer, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if t != nil && t.raw.Load() {
+		b := make([]byte, 0, len(msg)+4)
+		for i := 0; i < len(msg); i++ {
+			if msg[i] == '\n' {
+				b = append(b, '\r')
+			}
+			b = append(b, msg[i])
+		}
+		msg = string(b)
+	}
+	fmt.Fprint(w, msg)
 }
