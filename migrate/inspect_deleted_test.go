@@ -1,0 +1,68 @@
+package migrate
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// holdDeleted starts a process that holds file dir/name of size bytes
+// open after it was unlinked, and returns its pid.
+func holdDeleted(t *testing.T, dir string, size int64) int {
+	t.Helper()
+	p := filepath.Join(dir, "held")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, size); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `exec 3<"$1"; rm "$1"; echo ready; exec sleep 60`, "-", p)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	b := make([]byte, 6)
+	done := make(chan error, 1)
+	go func() { _, err := out.Read(b); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil || string(b) != "ready\n" {
+			t.Fatalf("holder: %q %v", b, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the holder did not start")
+	}
+	return cmd.Process.Pid
+}
+
+// CRIU carries a deleted open file of a job's own /tmp in the images, up
+// to GhostLimit; one anywhere else is named before anyone tries.
+func TestCantMoveDeletedFiles(t *testing.T) {
+	outside, err := os.MkdirTemp("/var/tmp", "ssi-inspect-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(outside) })
+	if why := CantMove(holdDeleted(t, outside, 10)); !strings.Contains(why, "deleted file open outside its own /tmp") {
+		t.Fatalf("a deleted file outside /tmp: cantmove %q", why)
+	}
+	tmp, err := os.MkdirTemp("/tmp", "ssi-inspect-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if why := CantMove(holdDeleted(t, tmp, 10)); why != "" {
+		t.Fatalf("a small deleted file in /tmp: cantmove %q, want none", why)
+	}
+	if why := CantMove(holdDeleted(t, tmp, GhostLimit+1)); !strings.Contains(why, "at most 64 MiB move") {
+		t.Fatalf("a deleted file over the limit in /tmp: cantmove %q", why)
+	}
+}
