@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"ssi/cluster/jobns"
 )
 
 // A job's mount namespace on a node where something had mounted below
@@ -21,7 +23,7 @@ const jobMountinfo = `601 600 254:0 / / rw,relatime - ext4 /dev/vda rw
 `
 
 func TestHiddenMounts(t *testing.T) {
-	ms, err := parseMounts(strings.NewReader(jobMountinfo))
+	ms, err := jobns.ParseMounts(strings.NewReader(jobMountinfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,12 +32,12 @@ func TestHiddenMounts(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("hidden: %q, want %q", got, want)
 	}
-	if ms[9].mountpoint != "/var/lib/with space" {
-		t.Fatalf("unescaped: %q", ms[9].mountpoint)
+	if ms[9].Mountpoint != "/var/lib/with space" {
+		t.Fatalf("unescaped: %q", ms[9].Mountpoint)
 	}
 	// A path with a visible mount stays, even if an older one there is
 	// covered: CRIU skips by path.
-	ms = append(ms, mountEntry{id: 611, parent: 607, mountpoint: "/tmp/TestX/001/cluster"})
+	ms = append(ms, jobns.Mount{ID: 611, Parent: 607, Mountpoint: "/tmp/TestX/001/cluster"})
 	if got := hidden(ms); len(got) != 1 || got[0] != "/tmp/TestX/001/cluster/deeper" {
 		t.Fatalf("with a visible mount on the same path: %q", got)
 	}

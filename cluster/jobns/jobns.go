@@ -22,6 +22,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -97,7 +98,7 @@ func Setup() error {
 
 // Mount is one line of a mountinfo file.
 type Mount struct {
-	ID         int
+	ID, Parent int
 	Mountpoint string
 	FSType     string
 	Dev        string // MAJ:MIN of its file system: one per devpts instance
@@ -110,8 +111,13 @@ func Mounts(pid int) ([]Mount, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return ParseMounts(f)
+}
+
+// ParseMounts reads a mountinfo file; lines it cannot read are skipped.
+func ParseMounts(r io.Reader) ([]Mount, error) {
 	var out []Mount
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		m, ok := parseMountinfo(sc.Text())
@@ -128,11 +134,12 @@ func parseMountinfo(line string) (Mount, bool) {
 	if len(f) < 7 {
 		return Mount{}, false
 	}
-	id, err := strconv.Atoi(f[0])
-	if err != nil {
+	id, err1 := strconv.Atoi(f[0])
+	parent, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
 		return Mount{}, false
 	}
-	m := Mount{ID: id, Dev: f[2], Mountpoint: unescape(f[4])}
+	m := Mount{ID: id, Parent: parent, Dev: f[2], Mountpoint: unescape(f[4])}
 	for i := 6; i < len(f)-1; i++ {
 		if f[i] == "-" {
 			m.FSType = f[i+1]

@@ -11,9 +11,9 @@ func TestParseMountinfo(t *testing.T) {
 		want Mount
 		ok   bool
 	}{
-		{"51 49 0:22 / /proc rw,nosuid shared:12 - proc proc rw", Mount{51, "/proc", "proc", "0:22"}, true},
-		{"73 49 0:50 / /cluster rw - fuse.ssi ssi rw,user_id=0", Mount{73, "/cluster", "fuse.ssi", "0:50"}, true},
-		{`80 49 0:51 / /mnt/a\040b rw - tmpfs tmpfs rw`, Mount{80, "/mnt/a b", "tmpfs", "0:51"}, true},
+		{"51 49 0:22 / /proc rw,nosuid shared:12 - proc proc rw", Mount{ID: 51, Parent: 49, Mountpoint: "/proc", FSType: "proc", Dev: "0:22"}, true},
+		{"73 49 0:50 / /cluster rw - fuse.ssi ssi rw,user_id=0", Mount{ID: 73, Parent: 49, Mountpoint: "/cluster", FSType: "fuse.ssi", Dev: "0:50"}, true},
+		{`80 49 0:51 / /mnt/a\040b rw - tmpfs tmpfs rw`, Mount{ID: 80, Parent: 49, Mountpoint: "/mnt/a b", FSType: "tmpfs", Dev: "0:51"}, true},
 		{"garbage", Mount{}, false},
 		{"1 2 3 4 5 6 7", Mount{}, false},
 	} {
