@@ -55,13 +55,18 @@ func jobInit(argv []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	if os.Geteuid() == 0 && os.Getpid() == 1 {
+	if os.Geteuid() == 0 {
+		if os.Getpid() != 1 {
+			return 1, errors.New("job: not PID 1 of its own PID namespace")
+		}
 		if err := jobns.Setup(); err != nil {
 			return 1, fmt.Errorf("job: %w", err)
 		}
 		// A /dev/null opened in the node's mount namespace would tie
 		// the job to it: CRIU could not move it ("Can't lookup mount").
 		reopenNull()
+		// Whatever happened above, the user's command never runs as root
+		// unless the user is root.
 		if err := becomeUser(spec.UID, spec.GID); err != nil {
 			return 1, fmt.Errorf("job: %w", err)
 		}
