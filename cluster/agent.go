@@ -218,6 +218,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("mounted", "at", a.cfg.Mountpoint)
 	}
 
+	// Every node of one build holds the job init under the same name
+	// before any process arrives: a move checks the destination has it.
+	if p, err := a.jobInitPath(); err != nil {
+		a.log.Warn("installing the job init", "err", err)
+	} else {
+		a.log.Debug("job init", "path", p)
+	}
+
 	// Registration needs a leader, hence a quorum: members restarting one
 	// by one must not wait for it before the next one starts.
 	wg.Add(5)

@@ -633,6 +633,9 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		refuse(frReady, fmt.Sprintf("%s cannot give the process its mounts: %v", a.cfg.NodeName, err))
 		return
 	}
+	// The job init arriving processes run is this node's copy of the
+	// same build (jobInitPath), made at start; made now if that failed.
+	_, _ = a.jobInitPath()
 	if missing := migrate.MissingFiles(hdr.Files); len(missing) > 0 {
 		refuse(frReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
 		return
