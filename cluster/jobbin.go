@@ -42,8 +42,8 @@ func (a *Agent) jobInitPath() (string, error) {
 	return p, nil
 }
 
-// copyByContent copies the executable src into dir as ssi-<hash of its
-// contents>, unless it is there already.
+// copyByContent copies the executable src into dir as <hash of its
+// contents>/ssi, unless it is there already.
 func copyByContent(src, dir string) (string, error) {
 	f, err := os.Open(src)
 	if err != nil {
@@ -54,10 +54,13 @@ func copyByContent(src, dir string) (string, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}
-	dst := filepath.Join(dir, "ssi-"+hex.EncodeToString(h.Sum(nil))[:16])
+	// dir/<hash>/ssi: still "ssi" to ps inside the job.
+	sub := filepath.Join(dir, hex.EncodeToString(h.Sum(nil))[:16])
+	dst := filepath.Join(sub, "ssi")
 	if _, err := os.Stat(dst); err == nil {
 		return dst, nil
 	}
+	dir = sub
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
