@@ -284,10 +284,11 @@ func jobPipes(tty bool) (ours pipeEnds, theirs []*os.File, err error) {
 	return ours, theirs, nil
 }
 
-// jobCommand builds the job's init: as root, in a new PID and mount
-// namespace and session, with a fixed environment (it runs as root until
-// it has mounted the job's own file systems; see package jobns). It
-// becomes uid/gid itself, from the Spec it is sent.
+// jobCommand builds the job's init: as root, in a new PID, mount and IPC
+// namespace (its SysV objects are its own and move with it) and session,
+// with a fixed environment (it runs as root until it has mounted the
+// job's own file systems; see package jobns). It becomes uid/gid itself,
+// from the Spec it is sent.
 func (a *Agent) jobCommand(req RunRequest) (*exec.Cmd, error) {
 	self, err := a.jobInitPath()
 	if err != nil {
@@ -303,7 +304,7 @@ func (a *Agent) jobCommand(req RunRequest) (*exec.Cmd, error) {
 	cmd := exec.Command(self, append([]string{"job-init", "--"}, req.Argv...)...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC, Setsid: true}
 	return cmd, nil
 }
 

@@ -202,6 +202,69 @@ for _ in sys.stdin:
     print("intact" if f.read() == data else "changed", "back" if os.path.exists("/tmp/scratch") else "gone", flush=True)
 `
 
+// kernelPy holds what real programs hold besides files: an eventfd, an
+// armed timerfd, a signalfd, a POSIX timer, a socketpair, a listening unix
+// socket in the job's /tmp, SysV shared memory (the job's own IPC
+// namespace) and a second thread. Each "check" exercises all of them and
+// answers "ok N" (N: checks so far, kept in the SysV segment) or what is
+// wrong.
+const kernelPy = `import ctypes, os, signal, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+bad = []
+efd = os.eventfd(0)
+tfd = libc.timerfd_create(1, 0)
+# Armed for an hour: CRIU 4.2.1 brings back disarmed a periodic timerfd
+# whose next expiry fell inside the freeze (see README, What moves).
+its = struct.pack("llll", 3600, 0, 3600, 0)
+assert libc.timerfd_settime(tfd, 0, its, None) == 0
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+mask = struct.pack("Q", 1 << (signal.SIGUSR1 - 1))
+sfd = libc.signalfd(-1, mask, 0)
+ticks = [0]
+signal.signal(signal.SIGUSR2, lambda *a: ticks.__setitem__(0, ticks[0] + 1))
+sev = struct.pack("qii", 0, signal.SIGUSR2, 0) + bytes(48)
+tid = ctypes.c_void_p()
+assert libc.timer_create(1, sev, ctypes.byref(tid)) == 0
+assert libc.timer_settime(tid, 0, struct.pack("llll", 0, 20000000, 0, 20000000), None) == 0
+a, b = socket.socketpair()
+srv = socket.socket(socket.AF_UNIX)
+srv.bind("/tmp/k.sock")
+srv.listen()
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget(0, 4096, 0o1000 | 0o600)
+addr = libc.shmat(shmid, None, 0)
+counter = ctypes.c_long.from_address(addr)
+beats = [0]
+def beat():
+    while True:
+        beats[0] += 1
+        time.sleep(0.01)
+threading.Thread(target=beat, daemon=True).start()
+print("ready", flush=True)
+for _ in sys.stdin:
+    bad = []
+    os.eventfd_write(efd, 3)
+    if os.eventfd_read(efd) != 3: bad.append("eventfd")
+    cur = ctypes.create_string_buffer(32)
+    libc.timerfd_gettime(tfd, cur)
+    isec, insec, vsec, vnsec = struct.unpack("llll", cur.raw)
+    if (isec, insec) != (3600, 0) or not (0 < vsec * 10**9 + vnsec <= 3600 * 10**9): bad.append("timerfd")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    if struct.unpack("I", os.read(sfd, 128)[:4])[0] != signal.SIGUSR1: bad.append("signalfd")
+    t0 = ticks[0]; time.sleep(0.1)
+    if ticks[0] <= t0: bad.append("posix timer")
+    a.sendall(b"ping")
+    if b.recv(4) != b"ping": bad.append("socketpair")
+    c = socket.socket(socket.AF_UNIX); c.connect("/tmp/k.sock"); s, _ = srv.accept()
+    c.sendall(b"pong")
+    if s.recv(4) != b"pong": bad.append("unix listener")
+    c.close(); s.close()
+    b0 = beats[0]; time.sleep(0.1)
+    if beats[0] <= b0: bad.append("thread")
+    counter.value += 1
+    print(("bad " + ",".join(bad)) if bad else "ok %d" % counter.value, flush=True)
+`
+
 // progLab runs the test user's programs on a lab.
 type progLab struct {
 	*migLab
@@ -414,6 +477,7 @@ func TestPrograms(t *testing.T) {
 		"fail/counter.sh": "i=0\nwhile :; do i=$((i+1)); echo $i >> " + progHome + "/fail/count.txt; sleep 0.1; done\n",
 		"java/Prog.java":  progJava, "node/server.js": serverJS,
 		"watch/watch.py": watchPy, "watch/dir/.keep": "", "deleted/deleted.py": deletedPy,
+		"kernel/kernel.py": kernelPy,
 	} {
 		if err := os.MkdirAll(filepath.Join(src, filepath.Dir(name)), 0o755); err != nil {
 			t.Fatal(err)
@@ -697,6 +761,26 @@ func TestPrograms(t *testing.T) {
 			p.move(hop.how, hop.from, pr.cpid, hop.to)
 			if l := pr.ask("check"); l != "intact gone" {
 				t.Fatalf("on %s its deleted file is %q", hop.to, l)
+			}
+		}
+		if rest, code := pr.end(time.Minute); code != 0 || rest != "" {
+			t.Fatalf("it ended with exit %d, output %q", code, rest)
+		}
+	})
+
+	t.Run("eventfd, timerfd, signalfd, a POSIX timer, sockets, SysV shm and a thread move", func(t *testing.T) {
+		p := &progLab{migLab: &migLab{clusterLab: c.with(t)}, addrs: p.addrs}
+		pr := p.start(t, progHome+"/kernel", "kernel.py", "python3", "kernel.py")
+		if l := pr.line(time.Minute); l != "ready" {
+			t.Fatalf("it printed %q", l)
+		}
+		if l := pr.ask("check"); l != "ok 1" {
+			t.Fatalf("before the moves: %q", l)
+		}
+		for i, hop := range []struct{ how, from, to string }{{"where", "node3", "node2"}, {"migrate", "node1", "node3"}} {
+			p.move(hop.how, hop.from, pr.cpid, hop.to)
+			if l := pr.ask("check"); l != fmt.Sprintf("ok %d", i+2) {
+				t.Fatalf("on %s: %q", hop.to, l)
 			}
 		}
 		if rest, code := pr.end(time.Minute); code != 0 || rest != "" {
