@@ -25,15 +25,19 @@ const progHome = "/cluster/home/itprog"
 const progUID = "1000"
 
 // procPy answers each line of stdin with what it reads of itself in
-// /proc (its pid, status Name and Pid, stat pid and comm) and what
-// `ps -e` lists, as "pid,comm" pairs.
+// /proc (its pid, status Name and Pid, stat pid and comm), what `ps -e`
+// lists, as "pid,comm" pairs, who it and its init are (uid and effective
+// capabilities), and whether it sees the node's file argv[1] in /tmp.
 const procPy = `import os, subprocess, sys
 for _ in sys.stdin:
     pid = os.getpid()
     status = dict(l.split(":", 1) for l in open("/proc/%d/status" % pid).read().splitlines() if ":" in l)
     stat = open("/proc/self/stat").read().split()
     ps = subprocess.run(["ps", "-e", "-o", "pid=,comm="], capture_output=True, text=True).stdout.split()
-    print(pid, status["Name"].strip(), status["Pid"].strip(), stat[0], stat[1], ",".join(ps), flush=True)
+    init = dict(l.split(":", 1) for l in open("/proc/1/status").read().splitlines() if ":" in l)
+    creds = "%s/%s/%s/%s" % (status["Uid"].split()[0], status["CapEff"].strip(), init["Uid"].split()[0], init["CapEff"].strip())
+    print(pid, status["Name"].strip(), status["Pid"].strip(), stat[0], stat[1], ",".join(ps), creds,
+          os.path.exists(sys.argv[1]), flush=True)
 `
 
 // sqlitePy writes N rows, one transaction each, holding the database's
@@ -494,13 +498,25 @@ func TestPrograms(t *testing.T) {
 
 	t.Run("python reads its own /proc", func(t *testing.T) {
 		p := &progLab{migLab: &migLab{clusterLab: c.with(t)}, addrs: p.addrs}
-		pr := p.start(t, progHome+"/proc", "self.py", "python3", "self.py")
+		// A file in the node's /tmp: the job's /tmp is its own.
+		const nodeTmp = "/tmp/ssi-itprog-node-file"
+		p.must("exec", "node1", "--", "touch", nodeTmp)
+		defer os.Remove(nodeTmp)
+		pr := p.start(t, progHome+"/proc", "self.py", "python3", "self.py", nodeTmp)
 		pid := ""
 		check := func(when string) {
 			t.Helper()
 			f := strings.Fields(pr.ask("check"))
-			if len(f) != 6 {
+			if len(f) != 8 {
 				t.Fatalf("%s: answer %q", when, f)
+			}
+			// job-init was root to mount the job's file systems: neither it
+			// nor the program keeps anything of root.
+			if want := progUID + "/0000000000000000/" + progUID + "/0000000000000000"; f[6] != want {
+				t.Fatalf("%s: uid/CapEff of the program and of its init: %s, want %s", when, f[6], want)
+			}
+			if f[7] != "False" {
+				t.Fatalf("%s: the job sees the node's %s", when, nodeTmp)
 			}
 			if pid == "" {
 				pid = f[0]
