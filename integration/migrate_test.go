@@ -659,6 +659,13 @@ func (m *migLab) killAgent(t *testing.T, node string) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 		t.Fatal(err)
 	}
+	// Dead means every thread gone (the leader is a zombie before the
+	// others): until then it holds its socket and data directory, and a
+	// new agent started meanwhile cannot run.
+	eventually(t, node+"'s killed agent to exit", 20*time.Second, func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		return err != nil || len(tasks) == 1 && strings.Contains(readOr(fmt.Sprintf("/proc/%d/status", pid)), "State:\tZ")
+	})
 }
 
 // cpidOf finds the cpid of the process whose command line mentions name.
