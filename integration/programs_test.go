@@ -435,20 +435,8 @@ func (pr *program) end(d time.Duration) (string, int) {
 // the node goes on) and waits until the cluster agrees again.
 func (p *progLab) restartAgent(t *testing.T, node string, env ...string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/var/lib/ssi-lab", p.name, node, "agent.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := strings.TrimSpace(string(b))
+	// killAgent returns once the agent's last thread is gone.
 	p.killAgent(t, node)
-	// Until its last thread has exited, the killed agent's socket still
-	// accepts connections, and the next agent, taking it for a live one,
-	// gives up ("another agent is running"). Its leader turns zombie
-	// before that: the threads are what tell.
-	eventually(t, node+"'s killed agent to exit", 20*time.Second, func() bool {
-		tasks, err := os.ReadDir("/proc/" + pid + "/task")
-		return err != nil || len(tasks) == 1 && strings.Contains(readOr("/proc/"+pid+"/status"), "State:\tZ")
-	})
 	if r := ssi(t, append(append([]string{}, p.env...), env...), p.args("start", node)...); r.code != 0 {
 		t.Fatalf("lab start %s %v: %s", node, env, r.err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"ssi/cluster/jobns"
+	"ssi/fs/mountinfo"
 )
 
 // A job's mount namespace on a node where something had mounted below
@@ -23,7 +24,7 @@ const jobMountinfo = `601 600 254:0 / / rw,relatime - ext4 /dev/vda rw
 `
 
 func TestHiddenMounts(t *testing.T) {
-	ms, err := jobns.ParseMounts(strings.NewReader(jobMountinfo))
+	ms, err := mountinfo.Parse(strings.NewReader(jobMountinfo))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,16 +19,14 @@
 package jobns
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"ssi/fs/mountinfo"
 )
 
 // own are the job's private mounts: mount point and file system type.
@@ -96,77 +94,11 @@ func Setup() error {
 	return nil
 }
 
-// Mount is one line of a mountinfo file.
-type Mount struct {
-	ID, Parent int
-	Mountpoint string
-	FSType     string
-	Dev        string // MAJ:MIN of its file system: one per devpts instance
-}
+// Mount is one line of a mount table (package fs/mountinfo reads them).
+type Mount = mountinfo.Mount
 
 // Mounts reads the mount table of pid's mount namespace.
-func Mounts(pid int) ([]Mount, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return ParseMounts(f)
-}
-
-// ParseMounts reads a mountinfo file; lines it cannot read are skipped.
-func ParseMounts(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parseMountinfo(sc.Text())
-		if ok {
-			out = append(out, m)
-		}
-	}
-	return out, sc.Err()
-}
-
-// parseMountinfo reads "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - TYPE SRC SUPER".
-func parseMountinfo(line string) (Mount, bool) {
-	f := strings.Fields(line)
-	if len(f) < 7 {
-		return Mount{}, false
-	}
-	id, err1 := strconv.Atoi(f[0])
-	parent, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
-		return Mount{}, false
-	}
-	m := Mount{ID: id, Parent: parent, Dev: f[2], Mountpoint: unescape(f[4])}
-	for i := 6; i < len(f)-1; i++ {
-		if f[i] == "-" {
-			m.FSType = f[i+1]
-			return m, true
-		}
-	}
-	return Mount{}, false
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func Mounts(pid int) ([]Mount, error) { return mountinfo.Of(pid) }
 
 // ErrNotAJob means pid's mounts are not a job's: it shares the caller's
 // mount namespace or lacks the job's own /proc.

@@ -3,6 +3,8 @@ package jobns
 import (
 	"os"
 	"testing"
+
+	"ssi/fs/mountinfo"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -17,9 +19,9 @@ func TestParseMountinfo(t *testing.T) {
 		{"garbage", Mount{}, false},
 		{"1 2 3 4 5 6 7", Mount{}, false},
 	} {
-		got, ok := parseMountinfo(c.line)
+		got, ok := mountinfo.ParseLine(c.line)
 		if ok != c.ok || got != c.want {
-			t.Errorf("parseMountinfo(%q) = %+v, %v; want %+v, %v", c.line, got, ok, c.want, c.ok)
+			t.Errorf("mountinfo.ParseLine(%q) = %+v, %v; want %+v, %v", c.line, got, ok, c.want, c.ok)
 		}
 	}
 }
