@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ssi/cluster/jobns"
+	"ssi/cluster/wire"
 	"ssi/migrate"
 	"ssi/raftstore"
 )
@@ -233,12 +234,12 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		a.addJob(j)
 		return
 	}
-	client := newFrameConn(&bufConn{r: brw.Reader, Conn: conn})
+	client := wire.NewConn(&bufConn{r: brw.Reader, Conn: conn})
 	s := a.newSession(res.CPID, client)
 	if req.TTY {
 		s.setTTY(req.Size)
 	}
-	_ = client.sendJSON(frCPID, map[string]int{"cpid": res.CPID})
+	_ = client.SendJSON(wire.FrCPID, map[string]int{"cpid": res.CPID})
 	go s.fromClient(client)
 	j.hold = a.newHolder(res.CPID, a.cfg.NodeName, ours, nil)
 	j.hold.pid = j.pid

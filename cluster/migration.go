@@ -18,6 +18,7 @@ import (
 
 	"ssi/cluster/jobns"
 	"ssi/cluster/transport"
+	"ssi/cluster/wire"
 	"ssi/fs"
 	"ssi/migrate"
 	"ssi/raftstore"
@@ -344,7 +345,7 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	defer conn.Close()
 	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stopOnCancel()
-	c := newFrameConn(conn)
+	c := wire.NewConn(conn)
 	p, _ := a.store.Proc(j.cpid)
 	mounts, err := jobns.NodeMounts(j.pid())
 	if err != nil {
@@ -355,7 +356,7 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		return fail(fmt.Errorf("%w: %v", fs.ErrNoProcess, err))
 	}
 	shared := append([]string{a.cfg.Mountpoint + "/"}, jobns.OwnPrefixes()...)
-	hdr := streamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
+	hdr := wire.StreamHeader{Kind: "move", CPID: j.cpid, ID: m.id, From: a.cfg.NodeName, UID: p.UID, Home: p.Home,
 		Attached: j.hold != nil, Files: migrate.OutsideFiles(j.pid(), shared...), PageServer: true, Mounts: mounts}
 	for i := range 3 {
 		hdr.Pipes[i] = migrate.FDKey(j.pid(), i)
@@ -363,11 +364,11 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	if j.hold != nil && j.hold.winW != nil {
 		hdr.Pipes[3] = migrate.FDKey(j.pid(), jobns.WinsizeFD)
 	}
-	if err := c.sendJSON(frHeader, hdr); err != nil {
+	if err := c.SendJSON(wire.FrHeader, hdr); err != nil {
 		return fail(fmt.Errorf("%w: %s: %v", fs.ErrNodeDown, m.to, err))
 	}
-	var ready restoreReply
-	if err := c.expect(frReady, &ready); err != nil {
+	var ready wire.RestoreReply
+	if err := c.Expect(wire.FrReady, &ready); err != nil {
 		return fail(fmt.Errorf("%w: %s: %v", fs.ErrNodeDown, m.to, err))
 	}
 	if !ready.OK {
@@ -439,17 +440,17 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 	if st == nil {
 		st = &stdioState{}
 	}
-	sent, err := sendImages(c, dir)
+	sent, err := wire.SendImages(c, dir)
 	m.bytes += sent
 	if err == nil {
-		err = c.sendJSON(frPending, st)
+		err = c.SendJSON(wire.FrPending, st)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("%w: sending to %s: %v", fs.ErrNodeDown, m.to, err))
 	}
 	m.phases = append(m.phases, "send", time.Since(stopped).Round(time.Millisecond))
-	var rr restoreReply
-	if err := c.expect(frRestored, &rr); err != nil {
+	var rr wire.RestoreReply
+	if err := c.Expect(wire.FrRestored, &rr); err != nil {
 		return fail(fmt.Errorf("%w: %s during restore: %v", fs.ErrNodeDown, m.to, err))
 	}
 	if !rr.OK {
@@ -474,7 +475,7 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		})
 		return false, fmt.Errorf("%w: the outcome could not be recorded yet: %v", fs.ErrNoQuorum, err)
 	}
-	_ = c.sendJSON(frDecision, decision{Commit: o == committed})
+	_ = c.SendJSON(wire.FrDecision, wire.Decision{Commit: o == committed})
 	switch o {
 	case aborted:
 		return fail(errors.New("aborted by the destination"))
@@ -483,7 +484,7 @@ func (m *moveOut) run(ctx context.Context) (moved bool, err error) {
 		return false, fmt.Errorf("%w: process %d was removed during its move", fs.ErrNoProcess, j.cpid)
 	}
 	m.finishHere()
-	_ = c.expect(frDone, nil)
+	_ = c.Expect(wire.FrDone, nil)
 	return true, nil
 }
 
@@ -568,10 +569,10 @@ func (a *Agent) serveMigrations(ln net.Listener) {
 
 func (a *Agent) serveMigrationConn(conn net.Conn) {
 	defer conn.Close()
-	c := newFrameConn(conn)
+	c := wire.NewConn(conn)
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var hdr streamHeader
-	if err := c.expect(frHeader, &hdr); err != nil {
+	var hdr wire.StreamHeader
+	if err := c.Expect(wire.FrHeader, &hdr); err != nil {
 		a.log.Debug("migration port: bad stream", "peer", transport.PeerName(conn), "err", err)
 		return
 	}
@@ -596,14 +597,14 @@ func (a *Agent) serveMigrationConn(conn net.Conn) {
 }
 
 // receiveMove is the destination's side of the transaction.
-func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
+func (a *Agent) receiveMove(conn net.Conn, c *wire.Conn, hdr wire.StreamHeader) {
 	log := a.log.With("cpid", hdr.CPID, "from", hdr.From, "id", hdr.ID)
-	refuse := func(typ byte, why string) {
+	refuse := func(typ wire.Frame, why string) {
 		log.Warn("refusing an arriving process", "why", why)
-		_ = c.sendJSON(typ, restoreReply{Error: why})
+		_ = c.SendJSON(typ, wire.RestoreReply{Error: why})
 	}
 	if peer := transport.PeerName(conn); peer != hdr.From {
-		refuse(frReady, fmt.Sprintf("%s may not move processes of %s", peer, hdr.From))
+		refuse(wire.FrReady, fmt.Sprintf("%s may not move processes of %s", peer, hdr.From))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
@@ -611,11 +612,11 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stopOnCancel()
 	if err := a.waitAdoption(ctx); err != nil {
-		refuse(frReady, err.Error())
+		refuse(wire.FrReady, err.Error())
 		return
 	}
 	if err := a.catchUp(ctx); err != nil {
-		refuse(frReady, fmt.Sprintf("%s cannot reach the leader: %v", a.cfg.NodeName, err))
+		refuse(wire.FrReady, fmt.Sprintf("%s cannot reach the leader: %v", a.cfg.NodeName, err))
 		return
 	}
 	s, _ := a.member()
@@ -623,21 +624,21 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	me, _ := s.Node(a.cfg.NodeName)
 	switch {
 	case !ok || mig.ID != hdr.ID || mig.To != a.cfg.NodeName || mig.From != hdr.From:
-		refuse(frReady, "no such migration in the agreed state")
+		refuse(wire.FrReady, "no such migration in the agreed state")
 		return
 	case me.Admin.Block:
-		refuse(frReady, a.cfg.NodeName+" refuses arriving processes (block)")
+		refuse(wire.FrReady, a.cfg.NodeName+" refuses arriving processes (block)")
 		return
 	}
 	if err := a.checkNodeMounts(hdr.Mounts); err != nil {
-		refuse(frReady, fmt.Sprintf("%s cannot give the process its mounts: %v", a.cfg.NodeName, err))
+		refuse(wire.FrReady, fmt.Sprintf("%s cannot give the process its mounts: %v", a.cfg.NodeName, err))
 		return
 	}
 	// The job init arriving processes run is this node's copy of the
 	// same build (jobInitPath), made at start; made now if that failed.
 	_, _ = a.jobInitPath()
 	if missing := migrate.MissingFiles(hdr.Files); len(missing) > 0 {
-		refuse(frReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
+		refuse(wire.FrReady, fmt.Sprintf("%s lacks files the process uses: %s", a.cfg.NodeName, strings.Join(missing[:min(3, len(missing))], "; ")))
 		return
 	}
 	dir := filepath.Join(a.cfg.CRIUWorkDir, "in-"+hdr.ID)
@@ -652,7 +653,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 			defer pages.close()
 		}
 	}
-	if err := c.sendJSON(frReady, restoreReply{OK: true, PageServer: pages != nil}); err != nil {
+	if err := c.SendJSON(wire.FrReady, wire.RestoreReply{OK: true, PageServer: pages != nil}); err != nil {
 		return
 	}
 	t0 := time.Now()
@@ -668,19 +669,19 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 			return
 		}
 	}
-	if err := recvImages(c, dir); err != nil {
+	if err := wire.RecvImages(c, dir); err != nil {
 		log.Warn("receiving images", "err", err)
 		return
 	}
 	var st stdioState
-	if err := c.expect(frPending, &st); err != nil {
+	if err := c.Expect(wire.FrPending, &st); err != nil {
 		log.Warn("receiving stdio state", "err", err)
 		return
 	}
 	// Home barrier: the process's files in /cluster/home must be here as
 	// the source last saw them before CRIU reopens them.
 	if err := a.catchUp(ctx); err != nil {
-		refuse(frRestored, fmt.Sprintf("catching up with the leader: %v", err))
+		refuse(wire.FrRestored, fmt.Sprintf("catching up with the leader: %v", err))
 		return
 	}
 	var ours pipeEnds
@@ -689,7 +690,7 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		var theirs []*os.File
 		var err error
 		if ours, theirs, err = jobPipes(hdr.Pipes[3] != ""); err != nil {
-			refuse(frRestored, err.Error())
+			refuse(wire.FrRestored, err.Error())
 			return
 		}
 		keys := map[string]bool{}
@@ -719,14 +720,14 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	restored := time.Since(t1)
 	if err != nil {
 		closeOurs()
-		refuse(frRestored, err.Error())
+		refuse(wire.FrRestored, err.Error())
 		return
 	}
 	proc, perr := os.FindProcess(r.Pid)
 	if perr != nil {
 		_ = syscall.Kill(r.Pid, syscall.SIGKILL)
 		closeOurs()
-		refuse(frRestored, perr.Error())
+		refuse(wire.FrRestored, perr.Error())
 		return
 	}
 	// Should this agent die before the verdict, the next one settles it.
@@ -734,12 +735,12 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 	crashPoint("restored")
 	log.Info("restored, waiting for the verdict", "pid", r.Pid, "receive", received.Round(time.Millisecond),
 		"restore", restored.Round(time.Millisecond), "criu_restore", r.Restore.Round(time.Millisecond))
-	if err := c.sendJSON(frRestored, restoreReply{OK: true, Pid: r.Pid}); err != nil {
+	if err := c.SendJSON(wire.FrRestored, wire.RestoreReply{OK: true, Pid: r.Pid}); err != nil {
 		log.Warn("the source went away after the restore", "err", err)
 	}
-	var d decision
+	var d wire.Decision
 	var won bool
-	if err := c.expect(frDecision, &d); err != nil {
+	if err := c.Expect(wire.FrDecision, &d); err != nil {
 		// The source is gone: the agreed state decides, and we ask for
 		// the commit (the restore worked).
 		log.Warn("no verdict from the source; settling through the cluster", "err", err)
@@ -759,14 +760,14 @@ func (a *Agent) receiveMove(conn net.Conn, c *frameConn, hdr streamHeader) {
 		crashPoint("verdict")
 	}
 	if a.landed(log, hdr, won, r.Pid, proc, ours, &st) {
-		_ = c.send(frDone, nil)
+		_ = c.Send(wire.FrDone, nil)
 	}
 }
 
 // landed finishes an arrival once its outcome is known: the restored
 // copy runs as a job of this node, or is killed. It reports whether the
 // process runs here.
-func (a *Agent) landed(log *slog.Logger, hdr streamHeader, won bool, pid int, proc *os.Process, ours pipeEnds, st *stdioState) bool {
+func (a *Agent) landed(log *slog.Logger, hdr wire.StreamHeader, won bool, pid int, proc *os.Process, ours pipeEnds, st *stdioState) bool {
 	closeOurs := func() {
 		for _, f := range ours {
 			if f != nil {
@@ -861,7 +862,7 @@ func (a *Agent) setCantMove(cpid int, why string) {
 
 // startPageServer starts a CRIU page server storing into dir, relayed to
 // the stream.
-func (a *Agent) startPageServer(ctx context.Context, c *frameConn, dir string) (*pageRelay, error) {
+func (a *Agent) startPageServer(ctx context.Context, c *wire.Conn, dir string) (*pageRelay, error) {
 	p, err := newPageRelay(c)
 	if err != nil {
 		return nil, err

@@ -3,24 +3,16 @@ package cluster
 import (
 	"fmt"
 	"os"
+	"ssi/cluster/wire"
 	"sync"
 	"syscall"
 )
 
-// Memory pages travel while CRIU dumps: CRIU's dump on the source and a
-// CRIU page server on the destination each talk to a local socket, and
-// the agents relay the bytes between those sockets as frPages frames on
-// the migration stream, both ways (the page server answers). Each side
-// sends frPagesEnd when its CRIU closes its socket; once both have, the
-// stream goes on with the other images.
-const (
-	frPages    = 'P'
-	frPagesEnd = 'Q'
-)
+// Memory pages travel while CRIU dumps (wire.FrPages).
 
 // pageRelay is one side's relay between its CRIU's socket and the stream.
 type pageRelay struct {
-	c     *frameConn
+	c     *wire.Conn
 	ours  *os.File // our end of the socket pair
 	criu  *os.File // CRIU's end: handed to CRIU, then closed here
 	sent  chan error
@@ -28,7 +20,7 @@ type pageRelay struct {
 	bytes int64
 }
 
-func newPageRelay(c *frameConn) (*pageRelay, error) {
+func newPageRelay(c *wire.Conn) (*pageRelay, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("page relay: %w", err)
@@ -45,7 +37,7 @@ func newPageRelay(c *frameConn) (*pageRelay, error) {
 		criu: os.NewFile(uintptr(fds[1]), "pages-criu"), sent: make(chan error, 1)}, nil
 }
 
-// start copies what CRIU writes into frames, then frPagesEnd. A failed
+// start copies what CRIU writes into frames, then wire.FrPagesEnd. A failed
 // send closes our end, so that CRIU fails instead of blocking.
 func (p *pageRelay) start() {
 	go func() {
@@ -53,7 +45,7 @@ func (p *pageRelay) start() {
 		for {
 			n, err := p.ours.Read(buf)
 			if n > 0 {
-				if serr := p.c.sendRaw(frPages, buf[:n]); serr != nil {
+				if serr := p.c.SendRaw(wire.FrPages, buf[:n]); serr != nil {
 					p.ours.Close()
 					p.sent <- serr
 					return
@@ -63,28 +55,28 @@ func (p *pageRelay) start() {
 				p.mu.Unlock()
 			}
 			if err != nil {
-				p.sent <- p.c.send(frPagesEnd, nil)
+				p.sent <- p.c.Send(wire.FrPagesEnd, nil)
 				return
 			}
 		}
 	}()
 }
 
-// receive writes the peer's frPages to CRIU until the peer's frPagesEnd;
+// receive writes the peer's wire.FrPages to CRIU until the peer's wire.FrPagesEnd;
 // it must be the only reader of the stream meanwhile. Any failure closes
 // our end, so that CRIU fails instead of waiting.
 func (p *pageRelay) receive() error {
 	for {
-		typ, b, err := p.c.recvShared()
+		typ, b, err := p.c.RecvShared()
 		if err == nil {
 			switch typ {
-			case frPages:
+			case wire.FrPages:
 				_, err = p.ours.Write(b)
-			case frPagesEnd:
+			case wire.FrPagesEnd:
 				// Nothing more comes for CRIU: let it see the end.
 				_ = syscall.Shutdown(int(p.ours.Fd()), syscall.SHUT_WR)
 				return nil
-			case frError:
+			case wire.FrError:
 				err = fmt.Errorf("peer: %s", b)
 			default:
 				err = fmt.Errorf("peer sent frame %q among the pages", typ)
@@ -97,7 +89,7 @@ func (p *pageRelay) receive() error {
 	}
 }
 
-// finish waits for our side's frPagesEnd to be sent.
+// finish waits for our side's wire.FrPagesEnd to be sent.
 func (p *pageRelay) finish() error { return <-p.sent }
 
 func (p *pageRelay) sentBytes() int64 {

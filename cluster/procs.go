@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"ssi/cluster/wire"
 	"ssi/fs"
 	"ssi/migrate"
 	"ssi/raftstore"
@@ -81,11 +82,11 @@ func (c *Client) Run(ctx context.Context, req RunRequest) (int, error) {
 type Attached struct {
 	CPID int
 	conn net.Conn
-	fc   *frameConn
+	fc   *wire.Conn
 
 	mu     sync.Mutex // protects credit and over
 	more   *sync.Cond // credit grew, or Relay returned
-	credit uint64     // stdin bytes the agent lets us send in all (frCredit)
+	credit uint64     // stdin bytes the agent lets us send in all (wire.FrCredit)
 	over   bool       // Relay returned
 }
 
@@ -120,11 +121,11 @@ func (c *Client) RunAttached(ctx context.Context, req RunRequest) (*Attached, er
 		}
 		return nil, fmt.Errorf("agent: %s", resp.Status)
 	}
-	fc := newFrameConn(&bufConn{r: br, Conn: conn})
+	fc := wire.NewConn(&bufConn{r: br, Conn: conn})
 	var first struct {
 		CPID int `json:"cpid"`
 	}
-	if err := fc.expect(frCPID, &first); err != nil {
+	if err := fc.Expect(wire.FrCPID, &first); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -143,28 +144,28 @@ func (at *Attached) Relay(stdin io.Reader, stdout, stderr io.Writer, signals <-c
 	go func() {
 		for s := range signals {
 			if sig, ok := s.(syscall.Signal); ok {
-				_ = at.fc.send(frSignal, []byte{byte(sig)})
+				_ = at.fc.Send(wire.FrSignal, []byte{byte(sig)})
 			}
 		}
 	}()
 	for {
-		typ, b, err := at.fc.recv()
+		typ, b, err := at.fc.Recv()
 		if err != nil {
 			return 255, fmt.Errorf("lost the agent before the process ended: %w", err)
 		}
 		switch typ {
-		case frStdout:
+		case wire.FrStdout:
 			_, _ = stdout.Write(b)
-		case frStderr:
+		case wire.FrStderr:
 			_, _ = stderr.Write(b)
-		case frCredit:
-			if n, ok := parseCredit(b); ok {
+		case wire.FrCredit:
+			if n, ok := wire.ParseCredit(b); ok {
 				at.grant(n)
 			}
-		case frError:
+		case wire.FrError:
 			return 255, fmt.Errorf("the agent ended the stream: %s", b)
-		case frExit:
-			var e exitInfo
+		case wire.FrExit:
+			var e wire.ExitInfo
 			if err := json.Unmarshal(b, &e); err != nil {
 				return 255, err
 			}
@@ -185,13 +186,13 @@ func (at *Attached) pour(stdin io.Reader) {
 		}
 		n, err := stdin.Read(buf[:min(may, uint64(len(buf)))])
 		if n > 0 {
-			if at.fc.send(frStdin, buf[:n]) != nil {
+			if at.fc.Send(wire.FrStdin, buf[:n]) != nil {
 				return
 			}
 			sent += uint64(n)
 		}
 		if err != nil {
-			_ = at.fc.send(frEOF, nil)
+			_ = at.fc.Send(wire.FrEOF, nil)
 			return
 		}
 	}

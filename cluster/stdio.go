@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ssi/cluster/jobns"
+	"ssi/cluster/wire"
 )
 
 // Attached stdio. The caller of `ssi run` talks to its own agent (the
@@ -21,19 +21,19 @@ import (
 // and a new holder on the destination attaches; the caller never notices.
 //
 // The stream between a holder and the session (the migration port,
-// streamHeader kind "stdio") may be refused, break or be replaced at any
+// wire.StreamHeader kind "stdio") may be refused, break or be replaced at any
 // moment: a move closes it, and the next holder may reach the session
 // before or after the session sees the old stream end. Nothing is lost
 // or repeated because both directions are counted from the start of the
 // process, over every holder it has had:
 //
-//   - The holder speaks first (frHeader, stdioHello): its epoch, one more
+//   - The holder speaks first (wire.FrHeader, stdioHello): its epoch, one more
 //     per move, so that a late stream of a holder that has left is
 //     refused; the stdin bytes and signals it has received; whether it
 //     has the EOF. Nothing flows before both hellos, so a stream that its
 //     holder drops at once (a detach began while it dialled) takes
 //     nothing with it.
-//   - The session answers (frHeader, stdioHello) with where stdin resumes
+//   - The session answers (wire.FrHeader, stdioHello) with where stdin resumes
 //     and how much output it has passed to the caller, or closes the
 //     stream: it has no such process, or it has seen a newer holder.
 //   - Then the session sends stdin, signals and the EOF from the holder's
@@ -41,29 +41,29 @@ import (
 //     on. Each stdin and output frame says the offset of its first byte
 //     (withAt) and the far side keeps only what it lacks, so a resend, or
 //     an old stream read late, never shifts the count.
-//   - Each side acknowledges what it has (frAck, stdioAck): the holder
+//   - Each side acknowledges what it has (wire.FrAck, stdioAck): the holder
 //     the stdin it wrote to the process and the signals it got, the
 //     session the output it passed on. Each keeps what is not
 //     acknowledged and sends it again on the next stream.
 //   - What each side keeps is bounded. The caller sends stdin only
-//     within the credit its session grants (frCredit): stdioMaxIn past
+//     within the credit its session grants (wire.FrCredit): stdioMaxIn past
 //     what the holders have acknowledged writing, so the session keeps
 //     at most that much and never stops reading its caller, and a
 //     signal never waits behind stdin. A caller that sends past its
-//     credit is cut off (frError) and its stream closed. A holder with
+//     credit is cut off (wire.FrError) and its stream closed. A holder with
 //     no room stops reading the process's output, as a terminal would.
-//   - frAck is also the keepalive: a stream that hears nothing for
+//   - wire.FrAck is also the keepalive: a stream that hears nothing for
 //     stdioTiming.idle is dead, and every write has that deadline.
 //   - A process with a terminal of its own (ssi run -t) has a fourth
-//     pipe, for its window size: the caller sends frWinsize when its
+//     pipe, for its window size: the caller sends wire.FrWinsize when its
 //     terminal's size changes, the session keeps the latest and sends it
 //     once to every holder stream (so a new holder gets it even if a
 //     move lost it), the holder writes it to the pipe and the process's
 //     init sets it on the pty. Its stdin and stdout are the pty's, so
 //     ^C is a byte like any other; a caller that hangs up sends the
 //     process SIGHUP.
-//   - The holder ends with frExit after the last output; the session
-//     passes it on and answers frExit: the holder may go.
+//   - The holder ends with wire.FrExit after the last output; the session
+//     passes it on and answers wire.FrExit: the holder may go.
 
 const (
 	// stdioMaxIn bounds the stdin a session keeps for its process: the
@@ -86,7 +86,7 @@ const (
 
 // stdioTiming bounds every wait of the relay; tests shorten it.
 type stdioTiming struct {
-	keepalive time.Duration // a quiet stream sends frAck this often
+	keepalive time.Duration // a quiet stream sends wire.FrAck this often
 	idle      time.Duration // a stream silent this long is dead; each write's deadline
 	dial      time.Duration // to open a stream to the session
 	backoff   time.Duration // the longest pause between attempts to reach the session
@@ -121,7 +121,7 @@ type stdioAck struct {
 
 // frame is one frame to send.
 type frame struct {
-	typ byte
+	typ wire.Frame
 	b   []byte
 }
 
@@ -269,35 +269,7 @@ func (h *holder) restore(st *stdioState) {
 // ignored. It lives here, not with Attached, as part of the relay's
 // protocol.
 func (at *Attached) Resize(ws jobns.Winsize) error {
-	return at.fc.send(frWinsize, ws.Bytes())
-}
-
-// creditOf is the payload of frCredit: how many stdin bytes the caller
-// may send in all, from the start (big-endian uint64).
-func creditOf(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
-
-// parseCredit reads an frCredit payload.
-func parseCredit(p []byte) (uint64, bool) {
-	if len(p) != 8 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(p), true
-}
-
-// withAt is the payload of a data frame on a holder's stream: the
-// offset of its first byte (big-endian uint64), then the bytes.
-func withAt(at uint64, b []byte) []byte {
-	p := make([]byte, 8+len(b))
-	binary.BigEndian.PutUint64(p, at)
-	copy(p[8:], b)
-	return p
-}
-
-func splitAt(p []byte) (uint64, []byte, bool) {
-	if len(p) < 8 {
-		return 0, nil, false
-	}
-	return binary.BigEndian.Uint64(p), p[8:], true
+	return at.fc.Send(wire.FrWinsize, ws.Bytes())
 }
 
 // drain reads what a pipe holds now, without waiting for more. It asks

@@ -14,6 +14,7 @@ import (
 
 	"ssi/cluster/jobns"
 	"ssi/cluster/transport"
+	"ssi/cluster/wire"
 )
 
 // holder is the running node's end of an attached process's stdio.
@@ -50,7 +51,7 @@ type holder struct {
 	linkGen int       // the running link's; a resume starts a new one
 	unheard time.Time // since when no session has taken us; zero while one has
 	dropped int
-	exit    []byte        // exitInfo, once the process ended
+	exit    []byte        // wire.ExitInfo, once the process ended
 	told    bool          // the session passed the exit on
 	exitAck chan struct{} // closed then
 	quit    chan struct{} // closed by close
@@ -59,7 +60,7 @@ type holder struct {
 
 // hlink is the holder's end of one stream.
 type hlink struct {
-	fc   *frameConn
+	fc   *wire.Conn
 	conn net.Conn
 	wake chan struct{}
 	// Protected by the holder's mu.
@@ -242,7 +243,7 @@ func (h *holder) linkOnce(gen int) (heard, ok bool) {
 		h.a.log.Debug("stdio: reaching the caller's node", "cpid", h.cpid, "err", err)
 		return false, true
 	}
-	l := &hlink{fc: newFrameConn(conn), conn: conn, wake: make(chan struct{}, 1)}
+	l := &hlink{fc: wire.NewConn(conn), conn: conn, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	if !h.live(gen) {
 		// A detach began while we dialled: it took the state without
@@ -288,7 +289,7 @@ func (h *holder) dial(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(h.tm.idle))
-	if err := newFrameConn(conn).sendJSON(frHeader, streamHeader{Kind: "stdio", CPID: h.cpid}); err != nil {
+	if err := wire.NewConn(conn).SendJSON(wire.FrHeader, wire.StreamHeader{Kind: "stdio", CPID: h.cpid}); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -300,7 +301,7 @@ func (h *holder) dial(ctx context.Context) (net.Conn, error) {
 func (h *holder) serve(l *hlink) {
 	for {
 		_ = l.conn.SetReadDeadline(time.Now().Add(h.tm.idle))
-		typ, b, err := l.fc.recv()
+		typ, b, err := l.fc.Recv()
 		if err != nil {
 			return
 		}
@@ -317,40 +318,40 @@ func (h *holder) serve(l *hlink) {
 // apply takes one frame from the session. It returns a signal to
 // deliver, and false once the stream no longer counts (detached, closed,
 // not a session that speaks first) or the exit was passed on.
-func (h *holder) apply(l *hlink, typ byte, b []byte) (sig int, ok bool) {
+func (h *holder) apply(l *hlink, typ wire.Frame, b []byte) (sig int, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.link != l || (!l.ready && typ != frHeader) {
+	if h.link != l || (!l.ready && typ != wire.FrHeader) {
 		return 0, false
 	}
 	switch typ {
-	case frHeader:
+	case wire.FrHeader:
 		var m stdioHello
 		if json.Unmarshal(b, &m) != nil {
 			return 0, false
 		}
 		h.hello(l, m)
-	case frStdin:
-		at, b, ok := splitAt(b)
+	case wire.FrStdin:
+		at, b, ok := wire.SplitAt(b)
 		if !ok {
 			return 0, false
 		}
 		h.takeIn(at, b)
-	case frEOF:
+	case wire.FrEOF:
 		h.eof = true
-	case frSignal:
+	case wire.FrSignal:
 		if len(b) == 1 {
 			h.sig++
 			sig = int(b[0])
 		}
-	case frWinsize:
+	case wire.FrWinsize:
 		h.resize(b)
-	case frAck:
+	case wire.FrAck:
 		var k stdioAck
 		if json.Unmarshal(b, &k) == nil {
 			h.trimOut(k.Out)
 		}
-	case frExit:
+	case wire.FrExit:
 		if h.exit != nil && !h.told {
 			h.told = true
 			close(h.exitAck)
@@ -438,7 +439,7 @@ func (h *holder) send(l *hlink) {
 		}
 		for _, f := range fs {
 			_ = l.conn.SetWriteDeadline(time.Now().Add(h.tm.idle))
-			if err := l.fc.send(f.typ, f.b); err != nil {
+			if err := l.fc.Send(f.typ, f.b); err != nil {
 				l.conn.Close()
 				return
 			}
@@ -467,7 +468,7 @@ func (h *holder) next(l *hlink, quiet bool) (fs []frame, ok bool) {
 	if !l.said {
 		l.said = true
 		b, _ := json.Marshal(stdioHello{Epoch: h.epoch, In: h.in, Sig: h.sig, EOF: h.eof})
-		return []frame{{frHeader, b}}, true
+		return []frame{{wire.FrHeader, b}}, true
 	}
 	if !l.ready {
 		return nil, true
@@ -477,11 +478,11 @@ func (h *holder) next(l *hlink, quiet bool) (fs []frame, ok bool) {
 	for _, c := range h.out {
 		end := at + uint64(len(c.B))
 		if upTo := min(end, window); l.outSent < upTo {
-			typ := byte(frStdout)
+			typ := wire.FrStdout
 			if c.Err {
-				typ = frStderr
+				typ = wire.FrStderr
 			}
-			fs = append(fs, frame{typ, withAt(l.outSent, c.B[l.outSent-at:upTo-at])})
+			fs = append(fs, frame{typ, wire.WithAt(l.outSent, c.B[l.outSent-at:upTo-at])})
 			l.outSent = upTo
 		}
 		at = end
@@ -490,11 +491,11 @@ func (h *holder) next(l *hlink, quiet bool) (fs []frame, ok bool) {
 	if written > l.inAck || h.sig > l.sigAck || quiet {
 		l.inAck, l.sigAck = written, h.sig
 		b, _ := json.Marshal(stdioAck{In: written, Sig: h.sig})
-		fs = append(fs, frame{frAck, b})
+		fs = append(fs, frame{wire.FrAck, b})
 	}
 	if h.exit != nil && !h.told && !l.exitSent && l.outSent == at {
 		l.exitSent = true
-		fs = append(fs, frame{frExit, h.exit})
+		fs = append(fs, frame{wire.FrExit, h.exit})
 	}
 	return fs, true
 }
@@ -549,7 +550,7 @@ func (h *holder) finish(code int) {
 	case <-time.After(h.tm.exitWait):
 		h.a.log.Warn("stdio: the process's output did not end", "cpid", h.cpid)
 	}
-	b, _ := json.Marshal(exitInfo{Code: code})
+	b, _ := json.Marshal(wire.ExitInfo{Code: code})
 	h.mu.Lock()
 	h.exit = b
 	h.poke()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"ssi/cluster/jobns"
+	"ssi/cluster/wire"
 )
 
 // session is the home node's end of one attached process.
@@ -23,7 +24,7 @@ type session struct {
 
 	mu      sync.Mutex // protects the fields below
 	more    *sync.Cond // granted grew, the caller left, or the session ended
-	client  *frameConn // nil once the caller hung up or was cut off
+	client  *wire.Conn // nil once the caller hung up or was cut off
 	in      []byte     // the caller's stdin from offset inAt on, not yet written by any holder
 	inAt    uint64
 	granted uint64 // the caller's credit: stdin bytes it may send in all; inAt+len(in) never passes it
@@ -47,7 +48,7 @@ type session struct {
 
 // sstream is the session's end of one holder stream.
 type sstream struct {
-	fc   *frameConn
+	fc   *wire.Conn
 	conn net.Conn // fc's, for deadlines and closing; nil if it is none
 	wake chan struct{}
 	gone chan struct{}
@@ -65,12 +66,12 @@ type sstream struct {
 }
 
 // newSession registers the session of an attached process started here.
-func (a *Agent) newSession(cpid int, client *frameConn) *session {
+func (a *Agent) newSession(cpid int, client *wire.Conn) *session {
 	return a.openSession(cpid, client, defaultStdioTiming, nil)
 }
 
 // openSession registers a session; check nil asks the agreed state.
-func (a *Agent) openSession(cpid int, client *frameConn, tm stdioTiming, check func() (bool, *int)) *session {
+func (a *Agent) openSession(cpid int, client *wire.Conn, tm stdioTiming, check func() (bool, *int)) *session {
 	s := &session{a: a, cpid: cpid, tm: tm, check: check, client: client, granted: stdioMaxIn,
 		done: make(chan struct{})}
 	s.more = sync.NewCond(&s.mu)
@@ -89,26 +90,26 @@ func (a *Agent) openSession(cpid int, client *frameConn, tm stdioTiming, check f
 // gets through, whatever stdin waits: the credit bounds that instead. A
 // caller that goes away closes the process's stdin; one that sends stdin
 // past its credit is cut off. The first credit goes once fromClient
-// runs: the caller's first frame must be frCPID.
-func (s *session) fromClient(c *frameConn) {
+// runs: the caller's first frame must be wire.FrCPID.
+func (s *session) fromClient(c *wire.Conn) {
 	go s.credit(c)
 	for {
-		typ, b, err := c.recv()
+		typ, b, err := c.Recv()
 		if err != nil {
 			s.hangUp(c)
 			return
 		}
 		switch typ {
-		case frStdin:
+		case wire.FrStdin:
 			if !s.takeIn(b) {
 				s.cutOff(c)
 				return
 			}
-		case frSignal:
+		case wire.FrSignal:
 			s.takeSignal(b)
-		case frWinsize:
+		case wire.FrWinsize:
 			s.takeWinsize(b)
-		case frEOF:
+		case wire.FrEOF:
 			s.mu.Lock()
 			s.eof = true
 			s.kick()
@@ -178,7 +179,7 @@ func (s *session) takeWinsize(b []byte) {
 // A terminal that goes away hangs up: its process gets SIGHUP, as from
 // a real one (a caller that could still forward its own SIGHUP may send
 // a second: the same signal twice changes nothing).
-func (s *session) hangUp(c *frameConn) {
+func (s *session) hangUp(c *wire.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tty && s.client == c && !s.ended && len(s.sigs) < stdioMaxSigs {
@@ -196,17 +197,17 @@ func (s *session) hangUp(c *frameConn) {
 // (a stranger, or a broken client): keeping it would grow without bound,
 // waiting for room would hold up its signals. It is told why, within
 // tm.idle, and is then treated as gone.
-func (s *session) cutOff(c *frameConn) {
+func (s *session) cutOff(c *wire.Conn) {
 	s.hangUp(c)
 	s.mu.Lock()
 	granted := s.granted
 	s.mu.Unlock()
 	s.a.log.Warn("stdio: the caller sent stdin past its credit: ending its stream", "cpid", s.cpid, "credit", granted)
-	conn, _ := c.rw.(net.Conn)
+	conn, _ := c.Stream().(net.Conn)
 	if conn != nil {
 		_ = conn.SetWriteDeadline(time.Now().Add(s.tm.idle))
 	}
-	_ = c.send(frError, []byte(fmt.Sprintf("stdin past the %d bytes of credit the agent granted: stream ended", granted)))
+	_ = c.Send(wire.FrError, []byte(fmt.Sprintf("stdin past the %d bytes of credit the agent granted: stream ended", granted)))
 	if conn != nil {
 		_ = conn.Close()
 	}
@@ -215,7 +216,7 @@ func (s *session) cutOff(c *frameConn) {
 // credit sends caller c its credit: the first, then each grant, until c
 // has gone or the session has ended. It has a goroutine of its own so
 // that a caller slow to read holds up nothing else.
-func (s *session) credit(c *frameConn) {
+func (s *session) credit(c *wire.Conn) {
 	var told uint64
 	for {
 		s.mu.Lock()
@@ -224,7 +225,7 @@ func (s *session) credit(c *frameConn) {
 		}
 		g, live := s.granted, s.client == c && !s.ended
 		s.mu.Unlock()
-		if !live || c.send(frCredit, creditOf(g)) != nil {
+		if !live || c.Send(wire.FrCredit, wire.CreditOf(g)) != nil {
 			return
 		}
 		told = g
@@ -251,13 +252,13 @@ func (s *session) kick() {
 }
 
 // serveHolder runs one holder's stream until it ends.
-func (s *session) serveHolder(fc *frameConn) {
+func (s *session) serveHolder(fc *wire.Conn) {
 	st := &sstream{fc: fc, wake: make(chan struct{}, 1), gone: make(chan struct{})}
-	st.conn, _ = fc.rw.(net.Conn)
+	st.conn, _ = fc.Stream().(net.Conn)
 	defer st.close()
 	st.deadline(true, s.tm.idle)
 	var h stdioHello
-	if err := fc.expect(frHeader, &h); err != nil {
+	if err := fc.Expect(wire.FrHeader, &h); err != nil {
 		s.a.log.Debug("stdio: a holder left before its hello", "cpid", s.cpid, "err", err)
 		return
 	}
@@ -318,19 +319,19 @@ func (s *session) accept(st *sstream, h stdioHello) bool {
 func (s *session) read(st *sstream) bool {
 	for {
 		st.deadline(true, s.tm.idle)
-		typ, b, err := st.fc.recv()
+		typ, b, err := st.fc.Recv()
 		if err != nil {
 			return false
 		}
 		switch typ {
-		case frStdout, frStderr:
+		case wire.FrStdout, wire.FrStderr:
 			s.relayOut(st, typ, b)
-		case frAck:
+		case wire.FrAck:
 			var k stdioAck
 			if json.Unmarshal(b, &k) == nil {
 				s.acked(k)
 			}
-		case frExit:
+		case wire.FrExit:
 			s.end(b)
 			s.mu.Lock()
 			st.exitAck = true
@@ -343,8 +344,8 @@ func (s *session) read(st *sstream) bool {
 
 // relayOut passes output on to the caller, less what it already has
 // (from another stream, or sent again).
-func (s *session) relayOut(st *sstream, typ byte, payload []byte) {
-	at, b, ok := splitAt(payload)
+func (s *session) relayOut(st *sstream, typ wire.Frame, payload []byte) {
+	at, b, ok := wire.SplitAt(payload)
 	if !ok {
 		return
 	}
@@ -359,7 +360,7 @@ func (s *session) relayOut(st *sstream, typ byte, payload []byte) {
 	c := s.client
 	s.mu.Unlock()
 	if c != nil && len(b) > 0 {
-		_ = c.send(typ, b)
+		_ = c.Send(typ, b)
 	}
 	s.mu.Lock()
 	s.out += uint64(len(b))
@@ -429,10 +430,10 @@ func (s *session) next(st *sstream, quiet bool) (fs []frame, last bool) {
 	if !st.said {
 		st.said = true
 		b, _ := json.Marshal(st.hello)
-		fs = append(fs, frame{frHeader, b})
+		fs = append(fs, frame{wire.FrHeader, b})
 	}
 	if st.exitAck {
-		return append(fs, frame{typ: frExit}), true
+		return append(fs, frame{typ: wire.FrExit}), true
 	}
 	if s.cur == st {
 		fs = s.input(st, fs)
@@ -440,7 +441,7 @@ func (s *session) next(st *sstream, quiet bool) (fs []frame, last bool) {
 	if s.out > st.outAck || quiet {
 		st.outAck = s.out
 		b, _ := json.Marshal(stdioAck{Out: s.out})
-		fs = append(fs, frame{frAck, b})
+		fs = append(fs, frame{wire.FrAck, b})
 	}
 	return fs, false
 }
@@ -453,19 +454,19 @@ func (s *session) input(st *sstream, fs []frame) []frame {
 	for n := 0; st.inSent < end && n < 8; n++ {
 		b := s.in[st.inSent-s.inAt:]
 		b = b[:min(len(b), stdioChunk)]
-		fs = append(fs, frame{frStdin, withAt(st.inSent, b)})
+		fs = append(fs, frame{wire.FrStdin, wire.WithAt(st.inSent, b)})
 		st.inSent += uint64(len(b))
 	}
 	for ; st.sigSent < s.sigAt+len(s.sigs); st.sigSent++ {
-		fs = append(fs, frame{frSignal, []byte{s.sigs[st.sigSent-s.sigAt]}})
+		fs = append(fs, frame{wire.FrSignal, []byte{s.sigs[st.sigSent-s.sigAt]}})
 	}
 	if st.wsGen != s.wsGen && s.ws != nil {
 		st.wsGen = s.wsGen
-		fs = append(fs, frame{frWinsize, s.ws})
+		fs = append(fs, frame{wire.FrWinsize, s.ws})
 	}
 	if s.eof && !st.eofSent && st.inSent == end {
 		st.eofSent = true
-		fs = append(fs, frame{typ: frEOF})
+		fs = append(fs, frame{typ: wire.FrEOF})
 	}
 	return fs
 }
@@ -489,14 +490,14 @@ func (st *sstream) deadline(read bool, d time.Duration) {
 
 func (st *sstream) write(f frame, d time.Duration) error {
 	st.deadline(false, d)
-	return st.fc.send(f.typ, f.b)
+	return st.fc.Send(f.typ, f.b)
 }
 
 // close ends the stream; its reader and sender return.
 func (st *sstream) close() {
 	st.once.Do(func() {
 		close(st.gone)
-		if c, ok := st.fc.rw.(io.Closer); ok {
+		if c, ok := st.fc.Stream().(io.Closer); ok {
 			_ = c.Close()
 		}
 	})
@@ -515,7 +516,7 @@ func (s *session) end(exit []byte) {
 	s.mu.Unlock()
 	if c != nil {
 		s.relay.Lock() // after the output being passed on
-		_ = c.send(frExit, exit)
+		_ = c.Send(wire.FrExit, exit)
 		s.relay.Unlock()
 	}
 	s.a.jobsMu.Lock()
@@ -559,7 +560,7 @@ func (s *session) watch() {
 
 // lose ends a session whose process ended without a word from its holder.
 func (s *session) lose(code *int) {
-	exit := exitInfo{Code: 255}
+	exit := wire.ExitInfo{Code: 255}
 	if code != nil {
 		exit.Code = *code
 	}
@@ -569,7 +570,7 @@ func (s *session) lose(code *int) {
 	s.mu.Unlock()
 	if c != nil {
 		s.relay.Lock()
-		_ = c.send(frStderr, []byte(fmt.Sprintf("ssi: process %d ended; the end of its output was lost with its node\n", s.cpid)))
+		_ = c.Send(wire.FrStderr, []byte(fmt.Sprintf("ssi: process %d ended; the end of its output was lost with its node\n", s.cpid)))
 		s.relay.Unlock()
 	}
 	b, _ := json.Marshal(exit)

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ssi/cluster/jobns"
+	"ssi/cluster/wire"
 )
 
 // These tests drive a session and its holders as the agents do, over
@@ -45,7 +46,7 @@ type stdioTest struct {
 	a *Agent
 	s *session
 
-	caller     *frameConn    // what `ssi run` holds
+	caller     *wire.Conn    // what `ssi run` holds
 	callerConn net.Conn      // caller's
 	hungUp     chan struct{} // readCaller: closed once the caller's stream ended
 
@@ -56,7 +57,7 @@ type stdioTest struct {
 	atExit int        // stdout bytes when the exit came
 	links  []net.Conn // the session's ends of holder streams
 	credit uint64     // readCaller: the largest credit granted
-	errs   []string   // readCaller: frError texts
+	errs   []string   // readCaller: wire.FrError texts
 }
 
 // newStdioTest is openStdioTest with a caller that ignores its credit:
@@ -75,10 +76,10 @@ func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 		check = func() (bool, *int) { return true, nil }
 	}
 	mine, theirs := socketPair(t)
-	agentEnd := newFrameConn(theirs)
+	agentEnd := wire.NewConn(theirs)
 	x.s = x.a.openSession(testCPID, agentEnd, fastStdio, check)
 	go x.s.fromClient(agentEnd)
-	x.caller, x.callerConn = newFrameConn(mine), mine
+	x.caller, x.callerConn = wire.NewConn(mine), mine
 	t.Cleanup(func() { x.s.end([]byte(`{"code":-1}`)) })
 	return x
 }
@@ -88,24 +89,24 @@ func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 func (x *stdioTest) readCaller() {
 	defer close(x.hungUp)
 	for {
-		typ, b, err := x.caller.recv()
+		typ, b, err := x.caller.Recv()
 		if err != nil {
 			return
 		}
 		x.mu.Lock()
 		switch typ {
-		case frStdout:
+		case wire.FrStdout:
 			x.stdout.Write(b)
-		case frStderr:
+		case wire.FrStderr:
 			x.stderr.Write(b)
-		case frCredit:
-			if n, ok := parseCredit(b); ok {
+		case wire.FrCredit:
+			if n, ok := wire.ParseCredit(b); ok {
 				x.credit = max(x.credit, n)
 			}
-		case frError:
+		case wire.FrError:
 			x.errs = append(x.errs, string(b))
-		case frExit:
-			var e exitInfo
+		case wire.FrExit:
+			var e wire.ExitInfo
 			_ = json.Unmarshal(b, &e)
 			x.exits = append(x.exits, e.Code)
 			x.atExit = x.stdout.Len()
@@ -204,9 +205,9 @@ func waitPoured(t *testing.T, p *pourer, least int64) int64 {
 	return last
 }
 
-func (x *stdioTest) send(typ byte, b string) {
+func (x *stdioTest) send(typ wire.Frame, b string) {
 	x.t.Helper()
-	if err := x.caller.send(typ, []byte(b)); err != nil {
+	if err := x.caller.Send(typ, []byte(b)); err != nil {
 		x.t.Fatalf("the caller's send: %v", err)
 	}
 }
@@ -261,9 +262,9 @@ func (x *stdioTest) connect(hk hooks) func(context.Context) (net.Conn, error) {
 		x.mu.Unlock()
 		go func() {
 			defer theirs.Close()
-			fc := newFrameConn(theirs)
-			var hdr streamHeader
-			if err := fc.expect(frHeader, &hdr); err != nil || hdr.Kind != "stdio" || hdr.CPID != testCPID {
+			fc := wire.NewConn(theirs)
+			var hdr wire.StreamHeader
+			if err := fc.Expect(wire.FrHeader, &hdr); err != nil || hdr.Kind != "stdio" || hdr.CPID != testCPID {
 				return
 			}
 			if hk.started != nil {
@@ -274,7 +275,7 @@ func (x *stdioTest) connect(hk hooks) func(context.Context) (net.Conn, error) {
 			}
 			x.s.serveHolder(fc)
 		}()
-		if err := newFrameConn(mine).sendJSON(frHeader, streamHeader{Kind: "stdio", CPID: testCPID}); err != nil {
+		if err := wire.NewConn(mine).SendJSON(wire.FrHeader, wire.StreamHeader{Kind: "stdio", CPID: testCPID}); err != nil {
 			mine.Close()
 			return nil, err
 		}
@@ -444,7 +445,7 @@ func (x *stdioTest) moveFrozen(f *fakeProc, h *holder, fail bool, hk hooks) *hol
 		h.resume(st)
 		return h
 	}
-	// st travels as JSON, as in frPending.
+	// st travels as JSON, as in wire.FrPending.
 	b, err := json.Marshal(st)
 	if err != nil {
 		x.t.Fatal(err)
@@ -486,7 +487,7 @@ func TestStdioReplyBeforeTheLinkIsUpReachesTheCaller(t *testing.T) {
 	f := startProc(t, p, true) // frozen: the line stays unread
 	a := x.holder(p, nil, hooks{})
 	a.start()
-	x.send(frStdin, "line 1\n")
+	x.send(wire.FrStdin, "line 1\n")
 	eventually(t, 2*time.Second, func() (bool, string) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -516,13 +517,13 @@ func TestStdioDetachWhileTheHolderDialsLosesNoInput(t *testing.T) {
 	f := startProc(t, p, false)
 	a := x.holder(p, nil, hooks{})
 	a.start()
-	x.send(frStdin, "line 1\n")
+	x.send(wire.FrStdin, "line 1\n")
 	x.waitOut("got line 1\n", 2*time.Second)
 
 	dialled, started := make(chan struct{}), make(chan struct{})
 	b := x.move(f, a, false, hooks{dialled: dialled, started: started})
 	waitClosed(t, started, "the session side of the slow stream")
-	x.send(frStdin, "line 2\n") // sent after the first move returned
+	x.send(wire.FrStdin, "line 2\n") // sent after the first move returned
 	eventually(t, 2*time.Second, func() (bool, string) {
 		x.s.mu.Lock()
 		defer x.s.mu.Unlock()
@@ -551,7 +552,7 @@ func TestStdioLateStreamOfAnOldHolderIsRefused(t *testing.T) {
 	f := startProc(t, p, false)
 	a := x.holder(p, nil, hooks{})
 	a.start()
-	x.send(frStdin, "line 1\n")
+	x.send(wire.FrStdin, "line 1\n")
 	x.waitOut("got line 1\n", 2*time.Second)
 
 	serve, started := make(chan struct{}), make(chan struct{})
@@ -560,7 +561,7 @@ func TestStdioLateStreamOfAnOldHolderIsRefused(t *testing.T) {
 	// b's hello waits in the socket; b moves on before the session reads it.
 	var dials atomic.Int32
 	c := x.move(f, b, false, hooks{dials: &dials})
-	x.send(frStdin, "line 2\n")
+	x.send(wire.FrStdin, "line 2\n")
 	x.waitOut("got line 1\ngot line 2\n", 2*time.Second)
 	close(serve) // now the session reads b's hello
 	eventually(t, 2*time.Second, func() (bool, string) {
@@ -568,7 +569,7 @@ func TestStdioLateStreamOfAnOldHolderIsRefused(t *testing.T) {
 		defer x.s.mu.Unlock()
 		return x.s.epoch == 3 && x.s.cur != nil, fmt.Sprintf("epoch %d", x.s.epoch)
 	})
-	x.send(frStdin, "line 3\n")
+	x.send(wire.FrStdin, "line 3\n")
 	x.waitOut("got line 1\ngot line 2\ngot line 3\n", 2*time.Second)
 	// c's stream was never replaced by b's.
 	c.mu.Lock()
@@ -594,7 +595,7 @@ func TestStdioMovesUnderTrafficLoseAndRepeatNothing(t *testing.T) {
 	go func() {
 		defer close(sent)
 		for i := 1; i <= lines; i++ {
-			if x.caller.send(frStdin, []byte(fmt.Sprintf("line %d\n", i))) != nil {
+			if x.caller.Send(wire.FrStdin, []byte(fmt.Sprintf("line %d\n", i))) != nil {
 				return
 			}
 			if i%20 == 0 {
@@ -618,7 +619,7 @@ func TestStdioMovesUnderTrafficLoseAndRepeatNothing(t *testing.T) {
 		}
 	}
 	waitClosed(t, sent, "the caller's input")
-	x.send(frEOF, "")
+	x.send(wire.FrEOF, "")
 	waitClosed(t, f.exited, "the process's exit")
 	want.WriteString("bye\n")
 	go h.finish(7)
@@ -665,10 +666,10 @@ func TestStdioOutputIsPlacedByOffset(t *testing.T) {
 	x := newStdioTest(t, nil)
 	old, now := &sstream{wake: make(chan struct{}, 1)}, &sstream{wake: make(chan struct{}, 1)}
 	a, b := strings.Repeat("A", 100), strings.Repeat("B", 100)
-	x.s.relayOut(old, frStdout, withAt(0, []byte(a)))
-	x.s.relayOut(now, frStdout, withAt(100, []byte(b)))
-	x.s.relayOut(old, frStdout, withAt(50, []byte(a[50:]+b[:20])))
-	x.s.relayOut(now, frStderr, withAt(150, []byte(b[50:]+"C")))
+	x.s.relayOut(old, wire.FrStdout, wire.WithAt(0, []byte(a)))
+	x.s.relayOut(now, wire.FrStdout, wire.WithAt(100, []byte(b)))
+	x.s.relayOut(old, wire.FrStdout, wire.WithAt(50, []byte(a[50:]+b[:20])))
+	x.s.relayOut(now, wire.FrStderr, wire.WithAt(150, []byte(b[50:]+"C")))
 	x.waitOut(a+b, 2*time.Second)
 	eventually(t, 2*time.Second, func() (bool, string) {
 		x.mu.Lock()
@@ -687,15 +688,15 @@ func TestStdioInputIsPlacedByOffset(t *testing.T) {
 	h.connect = func(context.Context) (net.Conn, error) {
 		mine, theirs := socketPair(t)
 		go func() {
-			fc := newFrameConn(theirs)
+			fc := wire.NewConn(theirs)
 			var hello stdioHello
-			if fc.expect(frHeader, &hello) != nil {
+			if fc.Expect(wire.FrHeader, &hello) != nil {
 				return
 			}
-			_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
-			_ = fc.send(frStdin, withAt(0, []byte("abc\n")))
-			_ = fc.send(frStdin, withAt(0, []byte("abc\ndef\n")))
-			_ = fc.send(frEOF, nil)
+			_ = fc.SendJSON(wire.FrHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			_ = fc.Send(wire.FrStdin, wire.WithAt(0, []byte("abc\n")))
+			_ = fc.Send(wire.FrStdin, wire.WithAt(0, []byte("abc\ndef\n")))
+			_ = fc.Send(wire.FrEOF, nil)
 		}()
 		return mine, nil
 	}
@@ -729,14 +730,14 @@ func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
 		mine, theirs := socketPair(t)
 		go func() {
 			defer theirs.Close()
-			fc := newFrameConn(theirs)
+			fc := wire.NewConn(theirs)
 			var hello stdioHello
-			if fc.expect(frHeader, &hello) != nil {
+			if fc.Expect(wire.FrHeader, &hello) != nil {
 				return
 			}
 			// Took the stream, sends one line, then neither reads nor writes.
-			_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
-			_ = fc.send(frStdin, withAt(0, []byte("x\n")))
+			_ = fc.SendJSON(wire.FrHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			_ = fc.Send(wire.FrStdin, wire.WithAt(0, []byte("x\n")))
 			<-stalled
 		}()
 		return mine, nil
@@ -839,7 +840,7 @@ func TestStdioCallerPastItsCreditIsCutOff(t *testing.T) {
 	go func() {
 		defer close(poured)
 		line := append(bytes.Repeat([]byte("y"), stdioChunk-1), '\n')
-		for x.caller.send(frStdin, line) == nil {
+		for x.caller.Send(wire.FrStdin, line) == nil {
 		}
 	}()
 	waitClosed(t, x.hungUp, "the agent ending the caller's stream")
@@ -868,9 +869,9 @@ func TestStdioCallerPastItsCreditIsCutOff(t *testing.T) {
 func TestStdioSignalsAreBounded(t *testing.T) {
 	x := newStdioTest(t, nil)
 	for i := 0; i < stdioMaxSigs+100; i++ {
-		x.send(frSignal, "\x0a")
+		x.send(wire.FrSignal, "\x0a")
 	}
-	x.send(frEOF, "")
+	x.send(wire.FrEOF, "")
 	eventually(t, 2*time.Second, func() (bool, string) {
 		x.s.mu.Lock()
 		defer x.s.mu.Unlock()
@@ -919,10 +920,10 @@ func TestStdioQuietStreamsEnd(t *testing.T) {
 		mine, theirs := socketPair(t)
 		go func() {
 			defer theirs.Close()
-			fc := newFrameConn(theirs)
+			fc := wire.NewConn(theirs)
 			var hello stdioHello
-			if fc.expect(frHeader, &hello) == nil {
-				_ = fc.sendJSON(frHeader, stdioHello{In: hello.In, Sig: hello.Sig})
+			if fc.Expect(wire.FrHeader, &hello) == nil {
+				_ = fc.SendJSON(wire.FrHeader, stdioHello{In: hello.In, Sig: hello.Sig})
 			}
 			<-stalled // and never a keepalive
 		}()
@@ -942,10 +943,10 @@ func TestStdioQuietStreamsEnd(t *testing.T) {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		x.s.serveHolder(newFrameConn(theirs))
+		x.s.serveHolder(wire.NewConn(theirs))
 	}()
-	fc := newFrameConn(mine)
-	if err := fc.sendJSON(frHeader, stdioHello{Epoch: 1}); err != nil {
+	fc := wire.NewConn(mine)
+	if err := fc.SendJSON(wire.FrHeader, stdioHello{Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// A holder that says hello and then nothing, ever.
@@ -974,7 +975,7 @@ func TestStdioAttachedHolderOutlivesTheWatchdog(t *testing.T) {
 	f := startProc(t, p, false)
 	h := x.holder(p, nil, hooks{})
 	h.start()
-	x.send(frStdin, "line 1\n")
+	x.send(wire.FrStdin, "line 1\n")
 	x.waitOut("got line 1\n", 2*time.Second)
 	time.Sleep(3 * fastStdio.lostGrace)
 	x.mu.Lock()
@@ -983,7 +984,7 @@ func TestStdioAttachedHolderOutlivesTheWatchdog(t *testing.T) {
 	if exits != 0 {
 		t.Fatal("the session ended while its holder was attached")
 	}
-	x.send(frEOF, "")
+	x.send(wire.FrEOF, "")
 	waitClosed(t, f.exited, "the process's exit")
 	go h.finish(4)
 	x.waitExit(4, 3*time.Second)
@@ -997,8 +998,8 @@ func TestStdioFailedMoveAfterEOFKeepsStdin(t *testing.T) {
 	f := startProc(t, p, true)
 	h := x.holder(p, nil, hooks{})
 	h.start()
-	x.send(frStdin, "abc\n")
-	x.send(frEOF, "")
+	x.send(wire.FrStdin, "abc\n")
+	x.send(wire.FrEOF, "")
 	eventually(t, 2*time.Second, func() (bool, string) {
 		_, err := h.stdinW.Write(nil)
 		return errors.Is(err, os.ErrClosed), "the holder has not closed the stdin pipe"
@@ -1023,18 +1024,18 @@ func TestStdioSignalDuringAMoveOnce(t *testing.T) {
 	h := x.holder(p, nil, hooks{})
 	h.pid = os.Getpid
 	h.start()
-	x.send(frSignal, string([]byte{byte(syscall.SIGUSR1)}))
+	x.send(wire.FrSignal, string([]byte{byte(syscall.SIGUSR1)}))
 	waitSignal(t, got)
 	f.mu.Lock()
 	st, err := h.detach(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.send(frSignal, string([]byte{byte(syscall.SIGUSR1)}))
+	x.send(wire.FrSignal, string([]byte{byte(syscall.SIGUSR1)}))
 	x.land(f, h, st, hooks{})
 	f.mu.Unlock()
 	waitSignal(t, got)
-	x.send(frStdin, "after\n") // the signal went before this line
+	x.send(wire.FrStdin, "after\n") // the signal went before this line
 	x.waitOut("got after\n", 2*time.Second)
 	select {
 	case s := <-got:
@@ -1085,18 +1086,18 @@ func TestStdioWindowSizeReachesEveryHolder(t *testing.T) {
 	}
 	first := sizes(p)
 	want(first, jobns.Winsize{Rows: 24, Cols: 80}) // the session's, given to every holder
-	x.send(frWinsize, "short")
-	x.send(frWinsize, string(jobns.Winsize{Rows: 0, Cols: 80}.Bytes()))
-	x.send(frWinsize, string(jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2}.Bytes()))
+	x.send(wire.FrWinsize, "short")
+	x.send(wire.FrWinsize, string(jobns.Winsize{Rows: 0, Cols: 80}.Bytes()))
+	x.send(wire.FrWinsize, string(jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2}.Bytes()))
 	want(first, jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2})
 	// A line still flows: the size frames took nothing from stdin.
-	x.send(frStdin, "after resize\n")
+	x.send(wire.FrStdin, "after resize\n")
 	x.waitOut("got after resize\n", 2*time.Second)
 
 	h = x.move(f, h, false, hooks{})
 	second := sizes(f.p)
 	want(second, jobns.Winsize{Rows: 33, Cols: 90, XPixel: 1, YPixel: 2})
-	x.send(frWinsize, string(jobns.Winsize{Rows: 50, Cols: 132}.Bytes()))
+	x.send(wire.FrWinsize, string(jobns.Winsize{Rows: 50, Cols: 132}.Bytes()))
 	want(second, jobns.Winsize{Rows: 50, Cols: 132})
 	select {
 	case w, ok := <-second:
@@ -1127,7 +1128,7 @@ func TestStdioTerminalHangUpSendsSIGHUP(t *testing.T) {
 		h := x.holder(p, nil, hooks{})
 		h.pid = os.Getpid
 		h.start()
-		x.send(frStdin, "hello\n")
+		x.send(wire.FrStdin, "hello\n")
 		x.waitOut("got hello\n", 2*time.Second)
 		x.callerConn.Close()
 		select {

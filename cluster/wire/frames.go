@@ -1,4 +1,8 @@
-package cluster
+// Package wire owns the framing of ssi's streams (attached stdio and
+// migrations on the migration port): one table of frame codes, the
+// frame connection, the messages both ends of a stream share and the
+// image file stream. It knows nothing of jobs, Raft or CRIU's meaning.
+package wire
 
 import (
 	"bufio"
@@ -14,61 +18,75 @@ import (
 	"ssi/migrate"
 )
 
+// Frame is a frame's type byte.
+type Frame byte
+
 // Frames carry the attached stdio of cluster processes (client <-> home
 // agent <-> the agent where the process runs) and migration streams
 // (source agent -> destination agent): a type byte, a big-endian uint32
 // length, the payload.
 const (
-	frHeader = 'h' // JSON: what the stream is (streamHeader); on a holder's stream then a stdioHello, both ways
-	// On a holder's stream, frStdin, frStdout and frStderr payloads start
+	FrHeader Frame = 'h' // JSON: what the stream is (StreamHeader); on a holder's stream then a stdioHello, both ways
+	// On a holder's stream, FrStdin, FrStdout and FrStderr payloads start
 	// with the 8-byte big-endian offset of their first byte (stdio.go).
-	frStdin    = 'i' // bytes for the process's stdin
-	frEOF      = 'e' // the caller's stdin ended
-	frSignal   = 's' // one byte: a signal for the process
-	frStdout   = 'o' // bytes the process wrote to stdout
-	frStderr   = 'E' // bytes the process wrote to stderr
-	frExit     = 'x' // JSON: the process ended (exitInfo)
-	frCPID     = 'c' // JSON: the cpid of a process just started
-	frAck      = 'a' // JSON stdioAck, on a holder's stream: how far the sender has got; also the keepalive
-	frData     = 'd' // a piece of an image file
-	frDataEnd  = 'z' // the images are complete
-	frPending  = 'p' // JSON: stdio state of a frozen process (stdioState)
-	frRestored = 'r' // JSON: the destination's restore outcome (restoreReply)
-	frDecision = 'k' // JSON: the source's verdict (decision)
-	frError    = '!' // text: the far side gives up, and why
-	frReady    = 'y' // JSON: the destination can take the process (restoreReply)
-	frDone     = 'f' // the restored process runs
-	// frCredit goes from a session to its caller, after frCPID: the
+	FrStdin    Frame = 'i' // bytes for the process's stdin
+	FrEOF      Frame = 'e' // the caller's stdin ended
+	FrSignal   Frame = 's' // one byte: a signal for the process
+	FrStdout   Frame = 'o' // bytes the process wrote to stdout
+	FrStderr   Frame = 'E' // bytes the process wrote to stderr
+	FrExit     Frame = 'x' // JSON: the process ended (ExitInfo)
+	FrCPID     Frame = 'c' // JSON: the cpid of a process just started
+	FrAck      Frame = 'a' // JSON stdioAck, on a holder's stream: how far the sender has got; also the keepalive
+	FrData     Frame = 'd' // a piece of an image file
+	FrDataEnd  Frame = 'z' // the images are complete
+	FrPending  Frame = 'p' // JSON: stdio state of a frozen process (stdioState)
+	FrRestored Frame = 'r' // JSON: the destination's restore outcome (RestoreReply)
+	FrDecision Frame = 'k' // JSON: the source's verdict (Decision)
+	FrError    Frame = '!' // text: the far side gives up, and why
+	FrReady    Frame = 'y' // JSON: the destination can take the process (RestoreReply)
+	FrDone     Frame = 'f' // the restored process runs
+	// FrCredit goes from a session to its caller, after FrCPID: the
 	// 8-byte big-endian count of stdin bytes the caller may send in all,
 	// from the start: a total, not an increment, so a late or repeated
-	// one changes nothing. The caller's frStdin stays within it (a caller
-	// past it is cut off with frError); frEOF and frSignal need none.
-	frCredit = 'C' // stdin the caller may send (stdio.go)
-	// frWinsize: the size of the caller's terminal, for a process with a
+	// one changes nothing. The caller's FrStdin stays within it (a caller
+	// past it is cut off with FrError); FrEOF and FrSignal need none.
+	FrCredit Frame = 'C' // stdin the caller may send (stdio.go)
+	// FrWinsize: the size of the caller's terminal, for a process with a
 	// terminal of its own (jobns.Winsize.Bytes): caller to session to
 	// holder. A state, not a stream: only the latest counts.
-	frWinsize = 'w'
+	FrWinsize Frame = 'w'
+	// Memory pages travel while CRIU dumps: CRIU's dump on the source and
+	// a CRIU page server on the destination each talk to a local socket,
+	// and the agents relay the bytes between those sockets as FrPages
+	// frames on the migration stream, both ways (the page server
+	// answers). Each side sends FrPagesEnd when its CRIU closes its
+	// socket; once both have, the stream goes on with the other images.
+	FrPages    Frame = 'P'
+	FrPagesEnd Frame = 'Q'
 )
 
-// maxFrame bounds a frame so a garbage length cannot exhaust memory.
-const maxFrame = 4 << 20
+// MaxFrame bounds a frame so a garbage length cannot exhaust memory.
+const MaxFrame = 4 << 20
 
-// frameConn writes whole frames atomically, so that several goroutines
+// Conn writes whole frames atomically, so that several goroutines
 // may send on one stream.
-type frameConn struct {
+type Conn struct {
 	rw  io.ReadWriter
 	br  *bufio.Reader // reads: a frame header costs no read call of its own
 	mu  sync.Mutex
 	buf []byte // recvShared's, reused
 }
 
-func newFrameConn(rw io.ReadWriter) *frameConn {
-	return &frameConn{rw: rw, br: bufio.NewReaderSize(rw, 256<<10)}
+func NewConn(rw io.ReadWriter) *Conn {
+	return &Conn{rw: rw, br: bufio.NewReaderSize(rw, 256<<10)}
 }
 
-func (c *frameConn) send(typ byte, payload []byte) error {
+// Stream is what the frames travel on: for deadlines and closing.
+func (c *Conn) Stream() io.ReadWriter { return c.rw }
+
+func (c *Conn) Send(typ Frame, payload []byte) error {
 	buf := make([]byte, 5+len(payload))
-	buf[0] = typ
+	buf[0] = byte(typ)
 	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
 	copy(buf[5:], payload)
 	c.mu.Lock()
@@ -77,36 +95,36 @@ func (c *frameConn) send(typ byte, payload []byte) error {
 	return err
 }
 
-func (c *frameConn) sendJSON(typ byte, v any) error {
+func (c *Conn) SendJSON(typ Frame, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return c.send(typ, b)
+	return c.Send(typ, b)
 }
 
 // recv reads one frame; only one goroutine may read a stream.
-func (c *frameConn) recv() (byte, []byte, error) {
-	return c.recvInto(nil)
+func (c *Conn) Recv() (Frame, []byte, error) {
+	return c.RecvInto(nil)
 }
 
 // recvShared is recv into a buffer that the next call reuses: for bulk
 // data that is written out at once.
-func (c *frameConn) recvShared() (byte, []byte, error) {
-	typ, b, err := c.recvInto(c.buf)
+func (c *Conn) RecvShared() (Frame, []byte, error) {
+	typ, b, err := c.RecvInto(c.buf)
 	if cap(b) > cap(c.buf) {
 		c.buf = b[:cap(b)]
 	}
 	return typ, b, err
 }
 
-func (c *frameConn) recvInto(buf []byte) (byte, []byte, error) {
+func (c *Conn) RecvInto(buf []byte) (Frame, []byte, error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > maxFrame {
+	if n > MaxFrame {
 		return 0, nil, fmt.Errorf("frame of %d bytes: not an ssi stream", n)
 	}
 	b := buf[:0]
@@ -117,18 +135,18 @@ func (c *frameConn) recvInto(buf []byte) (byte, []byte, error) {
 	if _, err := io.ReadFull(c.br, b); err != nil {
 		return 0, nil, err
 	}
-	return hdr[0], b, nil
+	return Frame(hdr[0]), b, nil
 }
 
 // expect reads one frame of type want and decodes its JSON into v (if v
-// is not nil); an frError frame becomes the error it carries.
-func (c *frameConn) expect(want byte, v any) error {
-	typ, b, err := c.recv()
+// is not nil); an FrError frame becomes the error it carries.
+func (c *Conn) Expect(want Frame, v any) error {
+	typ, b, err := c.Recv()
 	if err != nil {
 		return err
 	}
 	switch {
-	case typ == frError:
+	case typ == FrError:
 		return fmt.Errorf("peer: %s", b)
 	case typ != want:
 		return fmt.Errorf("peer sent frame %q, want %q", typ, want)
@@ -138,10 +156,18 @@ func (c *frameConn) expect(want byte, v any) error {
 	return nil
 }
 
-// streamHeader opens a stream on the migration port.
-type streamHeader struct {
-	Kind string `json:"kind"` // "stdio" or "move"
-	CPID int    `json:"cpid"`
+// StreamKind says what a stream on the migration port carries.
+type StreamKind string
+
+const (
+	KindStdio StreamKind = "stdio" // a holder's stream to its session
+	KindMove  StreamKind = "move"  // a migration, source to destination
+)
+
+// StreamHeader opens a stream on the migration port.
+type StreamHeader struct {
+	Kind StreamKind `json:"kind"`
+	CPID int        `json:"cpid"`
 	// Move only.
 	ID       string `json:"id,omitempty"`
 	From     string `json:"from,omitempty"`
@@ -161,29 +187,29 @@ type streamHeader struct {
 	Mounts []string `json:"mounts,omitempty"`
 }
 
-// exitInfo is how a process ended.
-type exitInfo struct {
+// ExitInfo is how a process ended.
+type ExitInfo struct {
 	Code int `json:"code"`
 }
 
-// restoreReply is the destination's answer after its restore.
-type restoreReply struct {
+// RestoreReply is the destination's answer after its restore.
+type RestoreReply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	Pid   int    `json:"pid,omitempty"`
-	// PageServer (in frReady): a page server waits for the pages.
+	// PageServer (in FrReady): a page server waits for the pages.
 	PageServer bool `json:"page_server,omitempty"`
 }
 
-// decision is the outcome the source learned from the agreed state.
-type decision struct {
+// Decision is the outcome the source learned from the agreed state.
+type Decision struct {
 	Commit bool `json:"commit"`
 }
 
-// Image files travel as frImage (JSON imageFile) followed by frData frames
+// Image files travel as FrImage (JSON imageFile) followed by FrData frames
 // holding exactly its bytes, read from the file and written to the other
-// side's file without any staging copy; frDataEnd ends the set.
-const frImage = 'F'
+// side's file without any staging copy; FrDataEnd ends the set.
+const FrImage Frame = 'F'
 
 // imageFile announces one image file.
 type imageFile struct {
@@ -192,9 +218,9 @@ type imageFile struct {
 }
 
 // sendRaw sends a frame without copying payload into a new buffer.
-func (c *frameConn) sendRaw(typ byte, payload []byte) error {
+func (c *Conn) SendRaw(typ Frame, payload []byte) error {
 	var hdr [5]byte
-	hdr[0] = typ
+	hdr[0] = byte(typ)
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -205,9 +231,9 @@ func (c *frameConn) sendRaw(typ byte, payload []byte) error {
 	return err
 }
 
-// sendImages sends every image in dir (CRIU's logs stay behind) and
+// SendImages sends every image in dir (CRIU's logs stay behind) and
 // returns the bytes sent.
-func sendImages(c *frameConn, dir string) (int64, error) {
+func SendImages(c *Conn, dir string) (int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
@@ -224,10 +250,10 @@ func sendImages(c *frameConn, dir string) (int64, error) {
 			return total, err
 		}
 	}
-	return total, c.send(frDataEnd, nil)
+	return total, c.Send(FrDataEnd, nil)
 }
 
-func sendImage(c *frameConn, path string, buf []byte) (int64, error) {
+func sendImage(c *Conn, path string, buf []byte) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -237,14 +263,14 @@ func sendImage(c *frameConn, path string, buf []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := c.sendJSON(frImage, imageFile{Name: fi.Name(), Size: fi.Size()}); err != nil {
+	if err := c.SendJSON(FrImage, imageFile{Name: fi.Name(), Size: fi.Size()}); err != nil {
 		return 0, err
 	}
 	var sent int64
 	for sent < fi.Size() {
 		n, err := f.Read(buf[:min(int64(len(buf)), fi.Size()-sent)])
 		if n > 0 {
-			if err := c.sendRaw(frData, buf[:n]); err != nil {
+			if err := c.SendRaw(FrData, buf[:n]); err != nil {
 				return sent, err
 			}
 			sent += int64(n)
@@ -256,9 +282,9 @@ func sendImage(c *frameConn, path string, buf []byte) (int64, error) {
 	return sent, nil
 }
 
-// recvImages writes the images a peer sends into dir, until frDataEnd.
+// RecvImages writes the images a peer sends into dir, until FrDataEnd.
 // Only plain names are accepted, each once, each exactly its size.
-func recvImages(c *frameConn, dir string) error {
+func RecvImages(c *Conn, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -278,12 +304,12 @@ func recvImages(c *frameConn, dir string) error {
 	}
 	defer closeFile()
 	for {
-		typ, b, err := c.recvShared()
+		typ, b, err := c.RecvShared()
 		if err != nil {
 			return err
 		}
 		switch typ {
-		case frImage:
+		case FrImage:
 			if err := closeFile(); err != nil {
 				return err
 			}
@@ -299,7 +325,7 @@ func recvImages(c *frameConn, dir string) error {
 				return err
 			}
 			name, left = im.Name, im.Size
-		case frData:
+		case FrData:
 			if f == nil || int64(len(b)) > left {
 				return fmt.Errorf("image data beyond its announced size")
 			}
@@ -307,12 +333,41 @@ func recvImages(c *frameConn, dir string) error {
 				return err
 			}
 			left -= int64(len(b))
-		case frDataEnd:
+		case FrDataEnd:
 			return closeFile()
-		case frError:
+		case FrError:
 			return fmt.Errorf("peer: %s", b)
 		default:
 			return fmt.Errorf("peer sent frame %q among the images", typ)
 		}
 	}
+}
+
+// CreditOf is the payload of FrCredit: how many stdin bytes the caller
+// may send in all, from the start (big-endian uint64).
+func CreditOf(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// ParseCredit reads an FrCredit payload.
+func ParseCredit(p []byte) (uint64, bool) {
+	if len(p) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(p), true
+}
+
+// WithAt is the payload of a data frame on a holder's stream: the
+// offset of its first byte (big-endian uint64), then the bytes.
+func WithAt(at uint64, b []byte) []byte {
+	p := make([]byte, 8+len(b))
+	binary.BigEndian.PutUint64(p, at)
+	copy(p[8:], b)
+	return p
+}
+
+// SplitAt reads a WithAt payload.
+func SplitAt(p []byte) (uint64, []byte, bool) {
+	if len(p) < 8 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(p), p[8:], true
 }

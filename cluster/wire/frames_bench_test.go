@@ -1,4 +1,4 @@
-package cluster
+package wire
 
 import (
 	"context"
@@ -42,13 +42,13 @@ func BenchmarkImageStream(b *testing.B) {
 				return
 			}
 			defer conn.Close()
-			done <- recvImages(newFrameConn(conn), filepath.Join(b.TempDir(), "in"))
+			done <- RecvImages(NewConn(conn), filepath.Join(b.TempDir(), "in"))
 		}()
 		conn, err := transport.Dial(context.Background(), mux.Addr().String(), transport.ProtoMigrate, cliID)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sendImages(newFrameConn(conn), src); err != nil {
+		if _, err := SendImages(NewConn(conn), src); err != nil {
 			b.Fatal(err)
 		}
 		if err := <-done; err != nil {
