@@ -62,6 +62,14 @@ func cgroupRoots() ([]string, bool) {
 	return nil, false
 }
 
+// cgroups owns each node's cgroups, one per hierarchy under
+// ssi-lab/<lab>, their CPU quota, and the processes in them: listing and
+// killing a node's processes goes through its cgroups.
+type cgroups struct {
+	lab   string  // the lab's name
+	quota float64 // CPUs per node; 0: unlimited
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -71,50 +79,50 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (l *Lab) cgroupParent(root string) string {
-	return filepath.Join(root, "ssi-lab", l.opts.Name)
+func (c *cgroups) cgroupParent(root string) string {
+	return filepath.Join(root, "ssi-lab", c.lab)
 }
 
 // cgroupDirs are node k's cgroups, one per hierarchy.
-func (l *Lab) cgroupDirs(k int) []string {
+func (c *cgroups) cgroupDirs(k int) []string {
 	roots, _ := cgroupRoots()
 	var dirs []string
 	for _, r := range roots {
-		dirs = append(dirs, filepath.Join(l.cgroupParent(r), nodeName(k)))
+		dirs = append(dirs, filepath.Join(c.cgroupParent(r), nodeName(k)))
 	}
 	return dirs
 }
 
-func (l *Lab) buildCgroups(k int) error {
+func (c *cgroups) buildCgroups(k int) error {
 	roots, v2 := cgroupRoots()
 	if len(roots) == 0 {
 		return errors.New("no cgroup hierarchy mounted under /sys/fs/cgroup")
 	}
 	if v2 {
 		// Controllers must be enabled on every level above the node.
-		for _, d := range []string{roots[0], filepath.Join(roots[0], "ssi-lab"), l.cgroupParent(roots[0])} {
+		for _, d := range []string{roots[0], filepath.Join(roots[0], "ssi-lab"), c.cgroupParent(roots[0])} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return err
 			}
 			_ = os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+cpu +memory +pids"), 0o644)
 		}
 	}
-	for _, d := range l.cgroupDirs(k) {
+	for _, d := range c.cgroupDirs(k) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
-	if l.opts.CPUQuota > 0 {
-		return l.setCPUQuota(k, l.opts.CPUQuota)
+	if c.quota > 0 {
+		return c.setCPUQuota(k, c.quota)
 	}
 	return nil
 }
 
 // setCPUQuota lets node k use cpus CPUs' worth of time per period.
-func (l *Lab) setCPUQuota(k int, cpus float64) error {
+func (c *cgroups) setCPUQuota(k int, cpus float64) error {
 	const period = 100000
 	quota := strconv.Itoa(int(cpus * period))
-	for _, d := range l.cgroupDirs(k) {
+	for _, d := range c.cgroupDirs(k) {
 		if _, err := os.Stat(filepath.Join(d, "cpu.max")); err == nil {
 			return os.WriteFile(filepath.Join(d, "cpu.max"), []byte(quota+" "+strconv.Itoa(period)), 0o644)
 		}
@@ -128,8 +136,8 @@ func (l *Lab) setCPUQuota(k int, cpus float64) error {
 	return errors.New("no cpu controller: cannot set --cpu-quota")
 }
 
-func (l *Lab) cgroupsExist(k int) bool {
-	dirs := l.cgroupDirs(k)
+func (c *cgroups) cgroupsExist(k int) bool {
+	dirs := c.cgroupDirs(k)
 	for _, d := range dirs {
 		if _, err := os.Stat(d); err != nil {
 			return false
@@ -138,8 +146,8 @@ func (l *Lab) cgroupsExist(k int) bool {
 	return len(dirs) > 0
 }
 
-func (l *Lab) anyCgroupExists(k int) bool {
-	for _, d := range l.cgroupDirs(k) {
+func (c *cgroups) anyCgroupExists(k int) bool {
+	for _, d := range c.cgroupDirs(k) {
 		if _, err := os.Stat(d); err == nil {
 			return true
 		}
@@ -148,11 +156,11 @@ func (l *Lab) anyCgroupExists(k int) bool {
 }
 
 // cgroupNodes lists the node indexes that have a cgroup left.
-func (l *Lab) cgroupNodes() []int {
+func (c *cgroups) cgroupNodes() []int {
 	roots, _ := cgroupRoots()
 	var ks []int
 	for _, r := range roots {
-		entries, _ := os.ReadDir(l.cgroupParent(r))
+		entries, _ := os.ReadDir(c.cgroupParent(r))
 		for _, e := range entries {
 			if k, ok := nodeIndex(e.Name()); ok && e.IsDir() {
 				ks = append(ks, k)
@@ -163,9 +171,9 @@ func (l *Lab) cgroupNodes() []int {
 }
 
 // cgroupPids lists every process in node k's cgroups and their children.
-func (l *Lab) cgroupPids(k int) []int {
+func (c *cgroups) cgroupPids(k int) []int {
 	seen := map[int]bool{}
-	for _, d := range l.cgroupDirs(k) {
+	for _, d := range c.cgroupDirs(k) {
 		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err != nil || !e.IsDir() {
 				return nil
@@ -189,10 +197,10 @@ func (l *Lab) cgroupPids(k int) []int {
 
 // killCgroup SIGKILLs everything in node k until nothing is left: a
 // process may fork while it is being killed.
-func (l *Lab) killCgroup(k int) error {
+func (c *cgroups) killCgroup(k int) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		pids := l.cgroupPids(k)
+		pids := c.cgroupPids(k)
 		if len(pids) == 0 {
 			return nil
 		}
@@ -208,9 +216,9 @@ func (l *Lab) killCgroup(k int) error {
 
 // removeCgroups removes node k's cgroups, innermost first. A cgroup whose
 // last task is still exiting is busy for a moment: retry until a deadline.
-func (l *Lab) removeCgroups(k int) error {
+func (c *cgroups) removeCgroups(k int) error {
 	var errs []error
-	for _, d := range l.cgroupDirs(k) {
+	for _, d := range c.cgroupDirs(k) {
 		var dirs []string
 		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err == nil && e.IsDir() {
@@ -242,10 +250,10 @@ func rmdirRetry(d string) error {
 }
 
 // removeCgroupParents removes the lab's cgroup parents if they are empty.
-func (l *Lab) removeCgroupParents() {
+func (c *cgroups) removeCgroupParents() {
 	roots, _ := cgroupRoots()
 	for _, r := range roots {
-		_ = syscall.Rmdir(l.cgroupParent(r))
+		_ = syscall.Rmdir(c.cgroupParent(r))
 		_ = syscall.Rmdir(filepath.Join(r, "ssi-lab"))
 	}
 }

@@ -1,12 +1,3 @@
-// Package lab builds an N-node ssi cluster on one machine: each node is a
-// network namespace on a private bridge with its own address, a mount
-// namespace of its own (pinned under the lab's directory, with its own
-// /run/ssi and /var/lib/ssi, and later its own /cluster), a cgroup with an
-// optional CPU quota, a state directory, and an agent.
-//
-// Every resource is named after the lab, so Down finds and removes all of
-// them even when the lab was half built or its record is lost, and several
-// labs (distinct names) can coexist, e.g. for tests running in parallel.
 package lab
 
 import (
@@ -15,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -52,23 +42,17 @@ type Options struct {
 	Out io.Writer
 }
 
-// record is what Up leaves in lab.json so that later commands (exec, kill,
-// start) act on the lab as it was built.
-type record struct {
-	Nodes     int      `json:"nodes"`
-	Subnet    string   `json:"subnet"`
-	CPUQuota  float64  `json:"cpu_quota"`
-	Binary    string   `json:"binary"`
-	AgentArgs []string `json:"agent_args"`
-	// Token is the join token every agent of the lab starts with.
-	Token string `json:"token"`
-}
-
-// Lab is a handle on a lab, built or not.
+// Lab is a handle on a lab, built or not. It drives each node's life (Up,
+// Start, Kill, Down) and leaves every resource to the embedded type that
+// owns it; their exported methods are part of Lab's API.
 type Lab struct {
-	opts  Options
-	root  string
-	token string
+	layout  // directory, record, names of kernel objects
+	network // bridge, network namespaces, veths, partitions
+	cgroups // each node's cgroups and the processes in them
+	mountNS // each node's mount namespace and its pin
+	agents  // entering a node, and each node's agent
+	opts    Options
+	token   string
 }
 
 // Open returns a handle on the lab named in opts. It creates nothing.
@@ -79,7 +63,7 @@ func Open(opts Options) (*Lab, error) {
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
-	l := &Lab{opts: opts, root: filepath.Join(opts.Dir, opts.Name)}
+	l := &Lab{opts: opts, layout: layout{name: opts.Name, root: filepath.Join(opts.Dir, opts.Name)}}
 	if rec, err := l.readRecord(); err == nil {
 		// A lab that exists keeps its addresses: `lab start` without the
 		// subnet it was made with must not renumber a node.
@@ -98,32 +82,17 @@ func Open(opts Options) (*Lab, error) {
 		}
 		l.token = rec.Token
 	}
+	// The parts are made from the options as completed by the record.
+	l.network = network{layout: l.layout, subnet: l.opts.Subnet}
+	l.cgroups = cgroups{lab: l.opts.Name, quota: l.opts.CPUQuota}
+	l.mountNS = mountNS{layout: l.layout}
+	l.agents = agents{layout: l.layout, cg: l.cgroups, nw: l.network,
+		binary: l.opts.Binary, args: l.opts.AgentArgs}
 	return l, nil
 }
 
-// Name is the lab's name.
-func (l *Lab) Name() string { return l.opts.Name }
-
 // Token is the join token the lab's agents start with.
 func (l *Lab) Token() string { return l.token }
-
-// Root is the lab's directory.
-func (l *Lab) Root() string { return l.root }
-
-func (l *Lab) readRecord() (*record, error) {
-	b, err := os.ReadFile(filepath.Join(l.root, "lab.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, ErrNoLab
-	}
-	if err != nil {
-		return nil, err
-	}
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("lab record %s: %w", filepath.Join(l.root, "lab.json"), err)
-	}
-	return &r, nil
-}
 
 func (l *Lab) writeRecord() error {
 	b, _ := json.MarshalIndent(record{
@@ -132,69 +101,6 @@ func (l *Lab) writeRecord() error {
 	}, "", "  ")
 	return os.WriteFile(filepath.Join(l.root, "lab.json"), append(b, '\n'), 0o644)
 }
-
-// Nodes lists the lab's node names, node1..nodeN, from its record.
-func (l *Lab) Nodes() ([]string, error) {
-	rec, err := l.readRecord()
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for k := 1; k <= rec.Nodes; k++ {
-		names = append(names, nodeName(k))
-	}
-	return names, nil
-}
-
-func nodeName(k int) string { return "node" + strconv.Itoa(k) }
-
-// nodeIndex parses "nodeK".
-func nodeIndex(name string) (int, bool) {
-	k, err := strconv.Atoi(strings.TrimPrefix(name, "node"))
-	if !strings.HasPrefix(name, "node") || err != nil || k < 1 || k > MaxNodes {
-		return 0, false
-	}
-	return k, true
-}
-
-// node checks that name is a node of the built lab.
-func (l *Lab) node(name string) (int, error) {
-	rec, err := l.readRecord()
-	if err != nil {
-		return 0, err
-	}
-	k, ok := nodeIndex(name)
-	if !ok || k > rec.Nodes {
-		return 0, fmt.Errorf("%w %q in lab %s (nodes node1..node%d)", ErrNoNode, name, l.opts.Name, rec.Nodes)
-	}
-	return k, nil
-}
-
-// Addr is node K's address.
-func (l *Lab) Addr(node string) (netip.Addr, error) {
-	k, ok := nodeIndex(node)
-	if !ok {
-		return netip.Addr{}, fmt.Errorf("%w %q", ErrNoNode, node)
-	}
-	p, err := netip.ParsePrefix(l.opts.Subnet)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("lab subnet %q: %w", l.opts.Subnet, err)
-	}
-	a := p.Masked().Addr().As4()
-	host := 10 + k
-	a[3] += byte(host)
-	return netip.AddrFrom4(a), nil
-}
-
-// Names of the lab's kernel objects. Interface names stay within Linux's
-// 15 bytes because lab names have at most 8.
-func (l *Lab) netnsName(k int) string { return fmt.Sprintf("%s-node%d", l.opts.Name, k) }
-func (l *Lab) bridge() string         { return l.opts.Name + "-br" }
-func (l *Lab) hostVeth(k int) string  { return fmt.Sprintf("%s-v%d", l.opts.Name, k) }
-func (l *Lab) peerVeth(k int) string  { return fmt.Sprintf("%s-p%d", l.opts.Name, k) }
-func (l *Lab) nsDir() string          { return filepath.Join(l.root, "ns") }
-func (l *Lab) mntPin(k int) string    { return filepath.Join(l.nsDir(), fmt.Sprintf("node%d.mnt", k)) }
-func (l *Lab) nodeDir(k int) string   { return filepath.Join(l.root, nodeName(k)) }
 
 // Up builds the lab, or completes it: nodes that are whole are kept (and
 // their agents started if they are not running), broken ones are rebuilt,
@@ -259,7 +165,7 @@ func (l *Lab) ensureNode(ctx context.Context, k int) error {
 		fmt.Fprintf(l.opts.Out, "%s: %s netns %s (no agent)\n", nodeName(k), addr, l.netnsName(k))
 		return nil
 	}
-	pid, err := l.ensureAgent(ctx, k)
+	pid, err := l.ensureAgent(ctx, k, l.token)
 	if err != nil {
 		return err
 	}
@@ -354,13 +260,11 @@ func (l *Lab) Down(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s: %w", nodeName(k), err))
 		}
 	}
-	if err := delLink(l.bridge()); err != nil {
+	if err := l.removeBridge(); err != nil {
 		errs = append(errs, err)
 	}
-	if mountinfo.Mounted(l.nsDir()) {
-		if err := unmount(l.nsDir()); err != nil {
-			errs = append(errs, err)
-		}
+	if err := l.removeNSDir(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(l.root); err != nil {
@@ -378,22 +282,11 @@ func (l *Lab) teardownNode(k int, purge bool) error {
 	if err := l.killCgroup(k); err != nil {
 		errs = append(errs, err)
 	}
-	if mountinfo.Mounted(l.mntPin(k)) {
-		if err := unmount(l.mntPin(k)); err != nil {
-			errs = append(errs, err)
-		}
+	if err := l.removeMountNS(k); err != nil {
+		errs = append(errs, err)
 	}
-	_ = os.Remove(l.mntPin(k))
-	if netnsExists(l.netnsName(k)) {
-		if err := ip("netns", "del", l.netnsName(k)); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// Deleting the namespace deletes its veth pair, asynchronously.
-	for _, link := range []string{l.hostVeth(k), l.peerVeth(k)} {
-		if err := delLink(link); err != nil {
-			errs = append(errs, err)
-		}
+	if err := l.removeNet(k); err != nil {
+		errs = append(errs, err)
 	}
 	if err := l.removeCgroups(k); err != nil {
 		errs = append(errs, err)

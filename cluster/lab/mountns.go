@@ -20,10 +20,16 @@ var nodeBinds = []struct{ sub, target string }{
 	{"data", "/var/lib/ssi"},
 }
 
+// mountNS owns each node's mount namespace, pinned on a file in the lab's
+// ns directory, and that directory's private mount.
+type mountNS struct {
+	layout
+}
+
 // ensureNSDir makes the directory holding mount namespace pins a private
 // mount of its own: the kernel refuses to pin a namespace on a shared one.
-func (l *Lab) ensureNSDir() error {
-	d := l.nsDir()
+func (m *mountNS) ensureNSDir() error {
+	d := m.nsDir()
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
@@ -41,13 +47,13 @@ func (l *Lab) ensureNSDir() error {
 // buildMountNS creates node k's mount namespace, pinned on a file, with
 // the node's own /run/ssi and /var/lib/ssi. Mounts inside it (such as the
 // agent's /cluster) stay inside it.
-func (l *Lab) buildMountNS(k int) error {
+func (m *mountNS) buildMountNS(k int) error {
 	for _, b := range nodeBinds {
 		if err := os.MkdirAll(b.target, 0o755); err != nil {
 			return err
 		}
 	}
-	pin := l.mntPin(k)
+	pin := m.mntPin(k)
 	if err := os.WriteFile(pin, nil, 0o644); err != nil {
 		return err
 	}
@@ -56,9 +62,9 @@ func (l *Lab) buildMountNS(k int) error {
 	// pins of the other nodes' namespaces: drop them, so that a node holds
 	// no other node alive and sees no other node's namespaces.
 	fmt.Fprintf(&script, "umount -l %s 2>/dev/null; umount -l /run/netns 2>/dev/null; "+
-		"mount -t tmpfs -o size=1m,mode=755 ssi-netns /run/netns 2>/dev/null; ", shellQuote(l.nsDir()))
+		"mount -t tmpfs -o size=1m,mode=755 ssi-netns /run/netns 2>/dev/null; ", shellQuote(m.nsDir()))
 	for _, b := range nodeBinds {
-		fmt.Fprintf(&script, "mount --bind %s %s && ", shellQuote(filepath.Join(l.nodeDir(k), b.sub)), b.target)
+		fmt.Fprintf(&script, "mount --bind %s %s && ", shellQuote(filepath.Join(m.nodeDir(k), b.sub)), b.target)
 	}
 	script.WriteString("true")
 	var stderr bytes.Buffer
@@ -69,6 +75,24 @@ func (l *Lab) buildMountNS(k int) error {
 		return fmt.Errorf("unshare: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
+}
+
+// removeMountNS unpins node k's mount namespace and removes its pin.
+func (m *mountNS) removeMountNS(k int) error {
+	var err error
+	if mountinfo.Mounted(m.mntPin(k)) {
+		err = unmount(m.mntPin(k))
+	}
+	_ = os.Remove(m.mntPin(k))
+	return err
+}
+
+// removeNSDir unmounts the directory of the pins.
+func (m *mountNS) removeNSDir() error {
+	if !mountinfo.Mounted(m.nsDir()) {
+		return nil
+	}
+	return unmount(m.nsDir())
 }
 
 func unmount(path string) error {

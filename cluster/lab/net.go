@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,29 @@ import (
 	"os/exec"
 	"strings"
 )
+
+// network owns the lab's bridge and, for each node, its network namespace,
+// its veth pair on the bridge, its address and whether it is partitioned.
+type network struct {
+	layout
+	subnet string // IPv4 prefix the nodes' addresses are taken from
+}
+
+// Addr is node K's address.
+func (n *network) Addr(node string) (netip.Addr, error) {
+	k, ok := nodeIndex(node)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("%w %q", ErrNoNode, node)
+	}
+	p, err := netip.ParsePrefix(n.subnet)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lab subnet %q: %w", n.subnet, err)
+	}
+	a := p.Masked().Addr().As4()
+	host := 10 + k
+	a[3] += byte(host)
+	return netip.AddrFrom4(a), nil
+}
 
 // ip runs iproute2's ip and returns its complaint as the error.
 func ip(args ...string) error {
@@ -64,8 +88,8 @@ func listLinks() []string {
 // ensureBridge creates the lab's bridge. Multicast snooping is off so the
 // discovery beacon reaches every node; bridged frames skip the host's
 // iptables, whose FORWARD policy (e.g. Docker's DROP) is not the lab's.
-func (l *Lab) ensureBridge() error {
-	br := l.bridge()
+func (n *network) ensureBridge() error {
+	br := n.bridge()
 	if !linkExists(br) {
 		if err := ip("link", "add", br, "type", "bridge"); err != nil {
 			return err
@@ -77,13 +101,13 @@ func (l *Lab) ensureBridge() error {
 }
 
 // buildNet creates node k's namespace and its veth on the bridge.
-func (l *Lab) buildNet(k int) error {
-	ns, host, peer := l.netnsName(k), l.hostVeth(k), l.peerVeth(k)
-	addr, err := l.Addr(nodeName(k))
+func (n *network) buildNet(k int) error {
+	ns, host, peer := n.netnsName(k), n.hostVeth(k), n.peerVeth(k)
+	addr, err := n.Addr(nodeName(k))
 	if err != nil {
 		return err
 	}
-	bits := netip.MustParsePrefix(l.opts.Subnet).Bits()
+	bits := netip.MustParsePrefix(n.subnet).Bits()
 	steps := [][]string{
 		{"netns", "add", ns},
 		{"link", "add", host, "type", "veth", "peer", "name", peer},
@@ -95,7 +119,7 @@ func (l *Lab) buildNet(k int) error {
 		// The discovery beacon is multicast; without a route for it a
 		// namespace with no default route cannot send it.
 		{"-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"},
-		{"link", "set", host, "master", l.bridge(), "up"},
+		{"link", "set", host, "master", n.bridge(), "up"},
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
@@ -107,35 +131,55 @@ func (l *Lab) buildNet(k int) error {
 
 // Partition cuts node off the bridge: its packets go nowhere, and nobody
 // else's reach it, until Heal.
-func (l *Lab) Partition(node string) error {
-	k, err := l.node(node)
+func (n *network) Partition(node string) error {
+	k, err := n.node(node)
 	if err != nil {
 		return err
 	}
-	if err := ip("link", "set", l.hostVeth(k), "nomaster"); err != nil {
+	if err := ip("link", "set", n.hostVeth(k), "nomaster"); err != nil {
 		return err
 	}
-	return ip("link", "set", l.hostVeth(k), "down")
+	return ip("link", "set", n.hostVeth(k), "down")
 }
 
 // Heal reconnects a partitioned node.
-func (l *Lab) Heal(node string) error {
-	k, err := l.node(node)
+func (n *network) Heal(node string) error {
+	k, err := n.node(node)
 	if err != nil {
 		return err
 	}
-	return ip("link", "set", l.hostVeth(k), "master", l.bridge(), "up")
+	return ip("link", "set", n.hostVeth(k), "master", n.bridge(), "up")
 }
 
 // partitioned says whether node k's veth is off the bridge.
-func (l *Lab) partitioned(k int) bool {
-	i, err := net.InterfaceByName(l.hostVeth(k))
+func (n *network) partitioned(k int) bool {
+	i, err := net.InterfaceByName(n.hostVeth(k))
 	if err != nil {
 		return false
 	}
 	if i.Flags&net.FlagUp == 0 {
 		return true
 	}
-	_, err = os.Stat(fmt.Sprintf("/sys/class/net/%s/master", l.hostVeth(k)))
+	_, err = os.Stat(fmt.Sprintf("/sys/class/net/%s/master", n.hostVeth(k)))
 	return err != nil
 }
+
+// removeNet deletes node k's network namespace and its veth pair.
+func (n *network) removeNet(k int) error {
+	var errs []error
+	if netnsExists(n.netnsName(k)) {
+		if err := ip("netns", "del", n.netnsName(k)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Deleting the namespace deletes its veth pair, asynchronously.
+	for _, link := range []string{n.hostVeth(k), n.peerVeth(k)} {
+		if err := delLink(link); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeBridge deletes the lab's bridge.
+func (n *network) removeBridge() error { return delLink(n.bridge()) }

@@ -1,0 +1,99 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// record is what Up leaves in lab.json so that later commands (exec, kill,
+// start) act on the lab as it was built.
+type record struct {
+	Nodes     int      `json:"nodes"`
+	Subnet    string   `json:"subnet"`
+	CPUQuota  float64  `json:"cpu_quota"`
+	Binary    string   `json:"binary"`
+	AgentArgs []string `json:"agent_args"`
+	// Token is the join token every agent of the lab starts with.
+	Token string `json:"token"`
+}
+
+// layout owns where a lab's things are and what they are called: the lab's
+// directory, the record in it, and the names of the lab's kernel objects.
+// It creates nothing; it is fixed when the lab is opened.
+type layout struct {
+	name string // the lab's name
+	root string // the lab's directory
+}
+
+// Name is the lab's name.
+func (ly *layout) Name() string { return ly.name }
+
+// Root is the lab's directory.
+func (ly *layout) Root() string { return ly.root }
+
+func (ly *layout) readRecord() (*record, error) {
+	b, err := os.ReadFile(filepath.Join(ly.root, "lab.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNoLab
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("lab record %s: %w", filepath.Join(ly.root, "lab.json"), err)
+	}
+	return &r, nil
+}
+
+// Nodes lists the lab's node names, node1..nodeN, from its record.
+func (ly *layout) Nodes() ([]string, error) {
+	rec, err := ly.readRecord()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for k := 1; k <= rec.Nodes; k++ {
+		names = append(names, nodeName(k))
+	}
+	return names, nil
+}
+
+func nodeName(k int) string { return "node" + strconv.Itoa(k) }
+
+// nodeIndex parses "nodeK".
+func nodeIndex(name string) (int, bool) {
+	k, err := strconv.Atoi(strings.TrimPrefix(name, "node"))
+	if !strings.HasPrefix(name, "node") || err != nil || k < 1 || k > MaxNodes {
+		return 0, false
+	}
+	return k, true
+}
+
+// node checks that name is a node of the built lab.
+func (ly *layout) node(name string) (int, error) {
+	rec, err := ly.readRecord()
+	if err != nil {
+		return 0, err
+	}
+	k, ok := nodeIndex(name)
+	if !ok || k > rec.Nodes {
+		return 0, fmt.Errorf("%w %q in lab %s (nodes node1..node%d)", ErrNoNode, name, ly.name, rec.Nodes)
+	}
+	return k, nil
+}
+
+// Names of the lab's kernel objects. Interface names stay within Linux's
+// 15 bytes because lab names have at most 8.
+func (ly *layout) netnsName(k int) string { return fmt.Sprintf("%s-node%d", ly.name, k) }
+func (ly *layout) bridge() string         { return ly.name + "-br" }
+func (ly *layout) hostVeth(k int) string  { return fmt.Sprintf("%s-v%d", ly.name, k) }
+func (ly *layout) peerVeth(k int) string  { return fmt.Sprintf("%s-p%d", ly.name, k) }
+func (ly *layout) nsDir() string          { return filepath.Join(ly.root, "ns") }
+func (ly *layout) mntPin(k int) string    { return filepath.Join(ly.nsDir(), nodeName(k)+".mnt") }
+func (ly *layout) nodeDir(k int) string   { return filepath.Join(ly.root, nodeName(k)) }
