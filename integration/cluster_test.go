@@ -299,6 +299,12 @@ func TestClusterFiles(t *testing.T) {
 		t.Fatalf("a refused write changed admin/block: %q", got)
 	}
 
+	clusterUnmounts(t, c)
+}
+
+// clusterUnmounts is TestClusterFiles' end: /cluster across an agent's
+// SIGTERM, SIGKILL and start.
+func clusterUnmounts(t *testing.T, c *clusterLab) {
 	// SIGTERM: the agent unmounts /cluster on its way out.
 	mounted := func(node string) bool {
 		return c.ssi("exec", node, "--", "grep", "-q", " /cluster ", "/proc/self/mountinfo").code == 0

@@ -82,93 +82,19 @@ func TestLabAcceptance(t *testing.T) {
 		t.Errorf("second lab up changed the lab:\n%s\nthen\n%s", status1, status2)
 	}
 
-	t.Run("own address", func(t *testing.T) {
-		out := mustSSI(t, env, args("exec", "node2", "--", "ip", "-br", "addr")...)
-		if !strings.Contains(out, "10.213.8.12/24") || strings.Contains(out, "10.213.8.11") {
-			t.Fatalf("node2's addresses:\n%s", out)
-		}
-	})
-	t.Run("tcp node1 to node2", func(t *testing.T) {
-		// The agent speaks TLS only: a plain connect proves the path.
-		out := mustSSI(t, env, args("exec", "node1", "--", "bash", "-c",
-			"exec 3<>/dev/tcp/10.213.8.12/7700 && echo connected")...)
-		if strings.TrimSpace(out) != "connected" {
-			t.Fatalf("node1 to node2:7700: %q", out)
-		}
-	})
-	t.Run("exit code passes through", func(t *testing.T) {
-		if r := ssi(t, env, args("exec", "node3", "--", "sh", "-c", "exit 7")...); r.code != 7 {
-			t.Fatalf("exit code %d, want 7", r.code)
-		}
-	})
-	t.Run("own mount namespace", func(t *testing.T) {
-		mustSSI(t, env, args("exec", "node1", "--", "sh", "-c", "echo node1 > /var/lib/ssi/who")...)
-		out := mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "cat /var/lib/ssi/who 2>/dev/null || echo none")...)
-		if strings.TrimSpace(out) != "none" {
-			t.Fatalf("node2 sees node1's /var/lib/ssi: %q", out)
-		}
-	})
-	t.Run("cgroup and quota", func(t *testing.T) {
-		q, err := os.ReadFile("/sys/fs/cgroup/cpu/ssi-lab/itlab/node1/cpu.cfs_quota_us")
-		if err != nil {
-			q, err = os.ReadFile("/sys/fs/cgroup/ssi-lab/itlab/node1/cpu.max")
-		}
-		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(q)), "50000") {
-			t.Fatalf("node1's CPU quota: %q, %v", q, err)
-		}
-		out := mustSSI(t, env, args("exec", "node1", "--", "cat", "/proc/self/cgroup")...)
-		if !strings.Contains(out, "ssi-lab/itlab/node1") {
-			t.Fatalf("a command in node1 is not in node1's cgroup:\n%s", out)
-		}
-	})
+	t.Run("own address", func(t *testing.T) { testLabOwnAddress(t, env, args) })
+	t.Run("tcp node1 to node2", func(t *testing.T) { testLabTCP(t, env, args) })
+	t.Run("exit code passes through", func(t *testing.T) { testLabExitCode(t, env, args) })
+	t.Run("own mount namespace", func(t *testing.T) { testLabMountNamespace(t, env, args) })
+	t.Run("cgroup and quota", func(t *testing.T) { testLabCgroup(t, env, args) })
 	reach3 := func() bool {
 		r := ssi(t, env, args("exec", "node1", "--", "timeout", "2", "bash", "-c",
 			"exec 3<>/dev/tcp/10.213.8.13/7700 && echo connected")...)
 		return r.code == 0 && strings.TrimSpace(r.out) == "connected"
 	}
-	t.Run("partition and heal", func(t *testing.T) {
-		mustSSI(t, env, args("partition", "node3")...)
-		if reach3() {
-			t.Fatal("node1 reaches node3 through a partition")
-		}
-		if !strings.Contains(mustSSI(t, env, args("status")...), "partitioned") {
-			t.Error("status does not show the partition")
-		}
-		mustSSI(t, env, args("heal", "node3")...)
-		eventually(t, "node1 to reach node3 after heal", 20*time.Second, reach3)
-	})
-	t.Run("kill and start", func(t *testing.T) {
-		mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "echo kept > /var/lib/ssi/marker")...)
-		mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & exit 0")...)
-		mustSSI(t, env, args("kill", "node2")...)
-		st := mustSSI(t, env, args("status")...)
-		if !strings.Contains(st, "node2") || !regexpLine(st, "node2", "down") {
-			t.Fatalf("status after kill:\n%s", st)
-		}
-		if r := ssi(t, env, args("exec", "node1", "--", "timeout", "2", "bash", "-c",
-			"exec 3<>/dev/tcp/10.213.8.12/7700")...); r.code == 0 {
-			t.Fatal("node2's agent still answers after lab kill")
-		}
-		if procs, _ := os.ReadFile("/sys/fs/cgroup/pids/ssi-lab/itlab/node2/cgroup.procs"); len(strings.TrimSpace(string(procs))) > 0 {
-			t.Fatalf("processes left in node2 after kill: %s", procs)
-		}
-		mustSSI(t, env, args("start", "node2")...)
-		out := mustSSI(t, env, args("exec", "node2", "--", "cat", "/var/lib/ssi/marker")...)
-		if strings.TrimSpace(out) != "kept" {
-			t.Fatalf("node2's state directory after start: %q", out)
-		}
-		out = mustSSI(t, env, args("exec", "node1", "--", "bash", "-c",
-			"exec 3<>/dev/tcp/10.213.8.12/7700 && echo connected")...)
-		if strings.TrimSpace(out) != "connected" {
-			t.Fatalf("node2's agent after start: %q", out)
-		}
-	})
-	t.Run("unknown node", func(t *testing.T) {
-		r := ssi(t, env, args("exec", "node9", "--", "true")...)
-		if r.code == 0 || !strings.Contains(r.err, "no such node") {
-			t.Fatalf("exec on node9: exit %d, stderr %q", r.code, r.err)
-		}
-	})
+	t.Run("partition and heal", func(t *testing.T) { testLabPartition(t, env, args, reach3) })
+	t.Run("kill and start", func(t *testing.T) { testLabKillStart(t, env, args) })
+	t.Run("unknown node", func(t *testing.T) { testLabUnknownNode(t, env, args) })
 
 	mustSSI(t, env, args("down")...)
 	mustSSI(t, env, args("down")...)
@@ -177,6 +103,101 @@ func TestLabAcceptance(t *testing.T) {
 	}
 	if p := agentProcs(t); len(p) > 0 {
 		t.Fatalf("agents left running: %v", p)
+	}
+}
+
+// The subtests of TestLabAcceptance, in its order: env and args are the
+// test's lab environment and `ssi lab --name itlab` arguments.
+
+func testLabOwnAddress(t *testing.T, env []string, args func(a ...string) []string) {
+	out := mustSSI(t, env, args("exec", "node2", "--", "ip", "-br", "addr")...)
+	if !strings.Contains(out, "10.213.8.12/24") || strings.Contains(out, "10.213.8.11") {
+		t.Fatalf("node2's addresses:\n%s", out)
+	}
+}
+
+func testLabTCP(t *testing.T, env []string, args func(a ...string) []string) {
+	// The agent speaks TLS only: a plain connect proves the path.
+	out := mustSSI(t, env, args("exec", "node1", "--", "bash", "-c",
+		"exec 3<>/dev/tcp/10.213.8.12/7700 && echo connected")...)
+	if strings.TrimSpace(out) != "connected" {
+		t.Fatalf("node1 to node2:7700: %q", out)
+	}
+}
+
+func testLabExitCode(t *testing.T, env []string, args func(a ...string) []string) {
+	if r := ssi(t, env, args("exec", "node3", "--", "sh", "-c", "exit 7")...); r.code != 7 {
+		t.Fatalf("exit code %d, want 7", r.code)
+	}
+}
+
+func testLabMountNamespace(t *testing.T, env []string, args func(a ...string) []string) {
+	mustSSI(t, env, args("exec", "node1", "--", "sh", "-c", "echo node1 > /var/lib/ssi/who")...)
+	out := mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "cat /var/lib/ssi/who 2>/dev/null || echo none")...)
+	if strings.TrimSpace(out) != "none" {
+		t.Fatalf("node2 sees node1's /var/lib/ssi: %q", out)
+	}
+}
+
+func testLabCgroup(t *testing.T, env []string, args func(a ...string) []string) {
+	q, err := os.ReadFile("/sys/fs/cgroup/cpu/ssi-lab/itlab/node1/cpu.cfs_quota_us")
+	if err != nil {
+		q, err = os.ReadFile("/sys/fs/cgroup/ssi-lab/itlab/node1/cpu.max")
+	}
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(q)), "50000") {
+		t.Fatalf("node1's CPU quota: %q, %v", q, err)
+	}
+	out := mustSSI(t, env, args("exec", "node1", "--", "cat", "/proc/self/cgroup")...)
+	if !strings.Contains(out, "ssi-lab/itlab/node1") {
+		t.Fatalf("a command in node1 is not in node1's cgroup:\n%s", out)
+	}
+}
+
+// testLabPartition: reach3 (the whole test's) says whether node1
+// reaches node3.
+func testLabPartition(t *testing.T, env []string, args func(a ...string) []string, reach3 func() bool) {
+	mustSSI(t, env, args("partition", "node3")...)
+	if reach3() {
+		t.Fatal("node1 reaches node3 through a partition")
+	}
+	if !strings.Contains(mustSSI(t, env, args("status")...), "partitioned") {
+		t.Error("status does not show the partition")
+	}
+	mustSSI(t, env, args("heal", "node3")...)
+	eventually(t, "node1 to reach node3 after heal", 20*time.Second, reach3)
+}
+
+func testLabKillStart(t *testing.T, env []string, args func(a ...string) []string) {
+	mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "echo kept > /var/lib/ssi/marker")...)
+	mustSSI(t, env, args("exec", "node2", "--", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & exit 0")...)
+	mustSSI(t, env, args("kill", "node2")...)
+	st := mustSSI(t, env, args("status")...)
+	if !strings.Contains(st, "node2") || !regexpLine(st, "node2", "down") {
+		t.Fatalf("status after kill:\n%s", st)
+	}
+	if r := ssi(t, env, args("exec", "node1", "--", "timeout", "2", "bash", "-c",
+		"exec 3<>/dev/tcp/10.213.8.12/7700")...); r.code == 0 {
+		t.Fatal("node2's agent still answers after lab kill")
+	}
+	if procs, _ := os.ReadFile("/sys/fs/cgroup/pids/ssi-lab/itlab/node2/cgroup.procs"); len(strings.TrimSpace(string(procs))) > 0 {
+		t.Fatalf("processes left in node2 after kill: %s", procs)
+	}
+	mustSSI(t, env, args("start", "node2")...)
+	out := mustSSI(t, env, args("exec", "node2", "--", "cat", "/var/lib/ssi/marker")...)
+	if strings.TrimSpace(out) != "kept" {
+		t.Fatalf("node2's state directory after start: %q", out)
+	}
+	out = mustSSI(t, env, args("exec", "node1", "--", "bash", "-c",
+		"exec 3<>/dev/tcp/10.213.8.12/7700 && echo connected")...)
+	if strings.TrimSpace(out) != "connected" {
+		t.Fatalf("node2's agent after start: %q", out)
+	}
+}
+
+func testLabUnknownNode(t *testing.T, env []string, args func(a ...string) []string) {
+	r := ssi(t, env, args("exec", "node9", "--", "true")...)
+	if r.code == 0 || !strings.Contains(r.err, "no such node") {
+		t.Fatalf("exec on node9: exit %d, stderr %q", r.code, r.err)
 	}
 }
 

@@ -129,75 +129,17 @@ func TestTTY(t *testing.T) {
 	p.typeLine("echo one-$((6*7)); tty; id -u")
 	p.waitFor("one-42\n/dev/pts/0\n1000\n", 10*time.Second)
 
-	// Each move is asked on another node than the one it leaves from.
-	move := func(asker, to, want string) {
-		t.Helper()
-		r := c.ssi(append(append([]string{"exec", asker, "--"}, userExec...),
-			"sh", "-c", "echo "+to+" > /cluster/proc/"+cpid+"/where")...)
-		if r.code != 0 {
-			why := c.ssi("exec", asker, "--", "cat", "/cluster/proc/"+cpid+"/cantmove").out
-			t.Fatalf("moving %s to %s: exit %d: %s (cantmove: %s)", cpid, to, r.code, r.err, why)
-		}
-		if _, node := ttyJob(t, c, asker); node != want {
-			t.Fatalf("after the move to %s, ssi ps places %s on %s", to, cpid, node)
-		}
-	}
-
-	move("node3", "node2", "node2")
+	job := &ttySession{t: t, c: c, p: p, cpid: cpid}
+	job.move("node3", "node2", "node2")
 	p.typeLine("echo two-$((7*8)); tty")
 	s := p.waitFor("two-56\n/dev/pts/0\n", 20*time.Second)
 	if n := strings.Count(s, "one-42\n"); n != 1 {
 		t.Fatalf("after the move the terminal shows the first output %d times:\n%s", n, s)
 	}
 
-	// A foreground command runs while the job moves; ^C ends it after
-	// the move.
-	p.typeLine("sleep 100")
-	eventually(t, "sleep 100 to run in the job on node2", 20*time.Second, func() bool {
-		return hasDescendant(jobInitPid(c, cpid, "node2"), "sleep")
-	})
-	move("node1", "node3", "node3")
-	eventually(t, "sleep 100 to run in the job on node3", 20*time.Second, func() bool {
-		return hasDescendant(jobInitPid(c, cpid, "node3"), "sleep")
-	})
-	start := time.Now()
-	p.keys("C-c")
-	p.typeLine("echo rc=$?")
-	s = p.waitFor("\nrc=", 20*time.Second)
-	if !strings.Contains(s, "\nrc=130\n") {
-		t.Fatalf("^C after the move did not end sleep 100 (did the shell see it stop?):\n%s", s)
-	}
-	if d := time.Since(start); d > 30*time.Second {
-		t.Fatalf("^C took %v to end sleep 100", d)
-	}
-
-	p.tmux("resize-window", "-t", "tty", "-x", "120", "-y", "40")
-	if size := p.size(); size != "40 120" {
-		t.Fatalf("tmux made the pane %q, not 40 120", size)
-	}
-	p.typeLine("stty size")
-	p.waitFor("stty size\n40 120\n", 20*time.Second)
-	// SIGWINCH reaches the foreground job, which sees the new size.
-	p.typeLine(`bash -c 'trap "echo winch-\$(stty size | tr \" \" x); exit 0" WINCH; echo waiting; while :; do sleep 0.1; done'`)
-	p.waitFor("waiting\n", 10*time.Second)
-	p.tmux("resize-window", "-t", "tty", "-x", "90", "-y", "33")
-	p.waitFor("winch-33x90\n", 20*time.Second)
-
-	// A REPL moves with its state; its line editor keeps the terminal's
-	// mode across the move.
-	p.typeLine("python3 -q")
-	p.waitPrompt(">>> ", 20*time.Second)
-	p.typeLine("x = 6*7")
-	p.waitFor(">>> x = 6*7\n", 10*time.Second)
-	p.waitPrompt(">>> ", 10*time.Second)
-	move("node2", "home", "node1")
-	p.typeLine("print('py', x*2)")
-	s = p.waitFor("py 84\n", 20*time.Second, "Stopped")
-	if strings.Contains(s, "Stopped") {
-		t.Fatalf("the shell saw python stop during the move:\n%s", s)
-	}
-	p.typeLine("exit()")
-	p.waitPrompt("job$ ", 10*time.Second)
+	job.ctrlCAfterMove()
+	ttyResize(t, p)
+	job.replMoves()
 
 	if got := strings.TrimSpace(c.must("exec", "node2", "--", "cat", "/cluster/proc/"+cpid+"/nmigs")); got != "3" {
 		t.Fatalf("nmigs %q, want 3", got)
@@ -209,6 +151,91 @@ func TestTTY(t *testing.T) {
 	// The caller's terminal is cooked again: echo, lines, signals.
 	p.typeLine("stty -a | tr ' ;' '\\n\\n' | grep -xE 'icanon|echo|isig|opost|icrnl' | sort | tr '\\n' ,; echo")
 	p.waitFor("echo,icanon,icrnl,isig,opost,\n", 10*time.Second)
+}
+
+// ttySession is TestTTY's terminal and the job it drives there.
+type ttySession struct {
+	t    *testing.T
+	c    *clusterLab
+	p    *tmuxPane
+	cpid string
+}
+
+// move moves the job to to, asked as the user on asker, and checks that
+// ssi ps on asker places it on want. Each move is asked on another node
+// than the one it leaves from.
+func (j *ttySession) move(asker, to, want string) {
+	t, c, cpid := j.t, j.c, j.cpid
+	t.Helper()
+	r := c.ssi(append(append([]string{"exec", asker, "--"}, userExec...),
+		"sh", "-c", "echo "+to+" > /cluster/proc/"+cpid+"/where")...)
+	if r.code != 0 {
+		why := c.ssi("exec", asker, "--", "cat", "/cluster/proc/"+cpid+"/cantmove").out
+		t.Fatalf("moving %s to %s: exit %d: %s (cantmove: %s)", cpid, to, r.code, r.err, why)
+	}
+	if _, node := ttyJob(t, c, asker); node != want {
+		t.Fatalf("after the move to %s, ssi ps places %s on %s", to, cpid, node)
+	}
+}
+
+// ctrlCAfterMove is TestTTY's move node2 -> node3, during a sleep 100.
+func (j *ttySession) ctrlCAfterMove() {
+	t, c, p, cpid := j.t, j.c, j.p, j.cpid
+	// A foreground command runs while the job moves; ^C ends it after
+	// the move.
+	p.typeLine("sleep 100")
+	eventually(t, "sleep 100 to run in the job on node2", 20*time.Second, func() bool {
+		return hasDescendant(jobInitPid(c, cpid, "node2"), "sleep")
+	})
+	j.move("node1", "node3", "node3")
+	eventually(t, "sleep 100 to run in the job on node3", 20*time.Second, func() bool {
+		return hasDescendant(jobInitPid(c, cpid, "node3"), "sleep")
+	})
+	start := time.Now()
+	p.keys("C-c")
+	p.typeLine("echo rc=$?")
+	s := p.waitFor("\nrc=", 20*time.Second)
+	if !strings.Contains(s, "\nrc=130\n") {
+		t.Fatalf("^C after the move did not end sleep 100 (did the shell see it stop?):\n%s", s)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("^C took %v to end sleep 100", d)
+	}
+}
+
+// ttyResize: a resized window reaches the job: its size, and SIGWINCH.
+func ttyResize(t *testing.T, p *tmuxPane) {
+	p.tmux("resize-window", "-t", "tty", "-x", "120", "-y", "40")
+	if size := p.size(); size != "40 120" {
+		t.Fatalf("tmux made the pane %q, not 40 120", size)
+	}
+	p.typeLine("stty size")
+	p.waitFor("stty size\n40 120\n", 20*time.Second)
+	// SIGWINCH reaches the foreground job, which sees the new size.
+	p.typeLine(`bash -c 'trap "echo winch-\$(stty size | tr \" \" x); exit 0" WINCH; echo waiting; while :; do sleep 0.1; done'`)
+	p.waitFor("waiting\n", 10*time.Second)
+	p.tmux("resize-window", "-t", "tty", "-x", "90", "-y", "33")
+	p.waitFor("winch-33x90\n", 20*time.Second)
+}
+
+// replMoves is TestTTY's move home, during a Python REPL.
+func (j *ttySession) replMoves() {
+	t, p := j.t, j.p
+	// A REPL moves with its state; its line editor keeps the terminal's
+	// mode across the move.
+	p.typeLine("python3 -q")
+	p.waitPrompt(">>> ", 20*time.Second)
+	p.typeLine("x = 6*7")
+	p.waitFor(">>> x = 6*7\n", 10*time.Second)
+	p.waitPrompt(">>> ", 10*time.Second)
+	j.move("node2", "home", "node1")
+	p.typeLine("print('py', x*2)")
+	s := p.waitFor("py 84\n", 20*time.Second, "Stopped")
+	if strings.Contains(s, "Stopped") {
+		t.Fatalf("the shell saw python stop during the move:\n%s", s)
+	}
+	p.typeLine("exit()")
+	p.waitPrompt("job$ ", 10*time.Second)
 }
 
 // ttyJob finds the user's bash in `ssi ps --json` on node: its cpid and
