@@ -2,11 +2,7 @@ package raftstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // Result is what a committed command produced.
@@ -63,67 +59,4 @@ func (s *Store) apply(ctx context.Context, b []byte) (Result, error) {
 		return Result{}, fmt.Errorf("apply %v: unexpected response %T", CommandType(b[0]), f.Response())
 	}
 	return Result{Index: f.Index(), CPID: res.cpid, Ino: res.ino}, res.err
-}
-
-// leaderOnly fails fast, with the leader's address, on a follower.
-func (s *Store) leaderOnly(ctx context.Context) error {
-	select {
-	case <-s.closed:
-		return ErrClosed
-	default:
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.raft.State() != raft.Leader {
-		return s.notLeader()
-	}
-	return nil
-}
-
-func (s *Store) notLeader() error {
-	addr, id := s.raft.LeaderWithID()
-	return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
-}
-
-// enqueueTimeout is how long raft may wait to accept a command: the rest
-// of ctx's time, or forever (0) without a deadline.
-func enqueueTimeout(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return max(time.Until(d), time.Millisecond)
-	}
-	return 0
-}
-
-// wait waits for a raft future or ctx, whichever ends first, and turns
-// raft's errors into this package's.
-func (s *Store) wait(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return s.mapErr(err)
-	case <-ctx.Done():
-		return fmt.Errorf("outcome unknown: %w", ctx.Err())
-	}
-}
-
-// mapErr keeps raft's error values inside the package. Errors without a
-// counterpart are flattened to text on purpose (%v).
-func (s *Store) mapErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrNotVoter):
-		return s.notLeader()
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
-		return ErrLeadershipLost
-	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("leadership transfer in progress: %w", ErrNoLeader)
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return ErrClosed
-	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return ErrTimeout
-	}
-	return fmt.Errorf("raft: %v", err)
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"ssi/raftstore/internal/testutil"
 )
 
 // someState is a workload touching every part of the state.
@@ -39,7 +41,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 
 	res := c.mustApply(someState()...)
 	for _, nd := range c.followers() {
-		if err := nd.store.WaitApplied(testCtx(t), res[len(res)-1].Index); err != nil {
+		if err := nd.store.WaitApplied(testutil.Context(t), res[len(res)-1].Index); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -50,7 +52,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	c.sameView(want)
 
 	follower := c.followers()[0]
-	_, err = follower.store.Apply(testCtx(t), NodeRemove{Name: "n1"})
+	_, err = follower.store.Apply(testutil.Context(t), NodeRemove{Name: "n1"})
 	var nle *NotLeaderError
 	if !errors.Is(err, ErrNotLeader) || !errors.As(err, &nle) || nle.LeaderID != leader.id || nle.LeaderAddr != leader.addr {
 		t.Fatalf("apply on follower: %v, want NotLeaderError naming %s at %s", err, leader.id, leader.addr)
@@ -64,11 +66,11 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fres, err := leader.store.ApplyEncoded(testCtx(t), b)
+	fres, err := leader.store.ApplyEncoded(testutil.Context(t), b)
 	if err != nil || fres.CPID != 102 {
 		t.Fatalf("forwarded proc add: %+v, %v; want cpid 102 (100 is taken)", fres, err)
 	}
-	if err := follower.store.WaitApplied(testCtx(t), fres.Index); err != nil {
+	if err := follower.store.WaitApplied(testutil.Context(t), fres.Index); err != nil {
 		t.Fatal(err)
 	}
 	if p, ok := follower.store.Proc(102); !ok || p.Home != "n3" || !slices.Equal(p.Argv, []string{"fwd"}) {
@@ -76,7 +78,7 @@ func TestClusterReplicatesAndForwards(t *testing.T) {
 	}
 
 	// A state error comes back as the result, with the entry's index.
-	sres, err := leader.store.Apply(testCtx(t), MigrationStart{ID: "m2", CPID: 101, To: "n3"})
+	sres, err := leader.store.Apply(testutil.Context(t), MigrationStart{ID: "m2", CPID: 101, To: "n3"})
 	if !errors.Is(err, ErrBusy) || sres.Index == 0 {
 		t.Fatalf("second migration: %+v, %v; want ErrBusy at an index", sres, err)
 	}
@@ -96,7 +98,7 @@ func TestApplyEncodedRejectsBadBytes(t *testing.T) {
 		"unknown version": append([]byte{good[0], 9}, good[2:]...),
 		"short":           {good[0]},
 	} {
-		if _, err := s.ApplyEncoded(testCtx(t), b); !errors.Is(err, ErrBadCommand) {
+		if _, err := s.ApplyEncoded(testutil.Context(t), b); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("%s: err = %v, want ErrBadCommand", name, err)
 		}
 	}
@@ -115,7 +117,7 @@ func TestLeaderFailoverAndCatchUp(t *testing.T) {
 	if newLeader == old {
 		t.Fatal("stopped node still leads")
 	}
-	id, addr, err := c.followers()[0].store.WaitForLeader(testCtx(t))
+	id, addr, err := c.followers()[0].store.WaitForLeader(testutil.Context(t))
 	if err != nil || id != newLeader.id || addr != newLeader.addr {
 		t.Fatalf("WaitForLeader = %s %s %v, want %s", id, addr, err, newLeader.id)
 	}
@@ -205,7 +207,7 @@ func TestWaitAppliedHonoursContext(t *testing.T) {
 }
 
 func TestOpenRejectsBadConfig(t *testing.T) {
-	ok := Config{NodeID: "n", Addr: "127.0.0.1:7000", DataDir: t.TempDir(), Layer: tcpLayer{}}
+	ok := Config{NodeID: "n", Addr: "127.0.0.1:7000", DataDir: t.TempDir(), Layer: testutil.TCPLayer{}}
 	for name, mut := range map[string]func(*Config){
 		"no id":       func(c *Config) { c.NodeID = "" },
 		"no dir":      func(c *Config) { c.DataDir = "" },
@@ -238,7 +240,7 @@ func TestCatchUpFromInstalledSnapshot(t *testing.T) {
 	}
 	last := res[len(res)-1].Index
 	c.start(c.index(away), false)
-	if err := away.store.WaitApplied(testCtx(t), last); err != nil {
+	if err := away.store.WaitApplied(testutil.Context(t), last); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := viewOf(away.store), viewOf(leader.store); !reflect.DeepEqual(got, want) {

@@ -45,7 +45,8 @@ type Config struct {
 	// node's Layer: the raft server address. It is advertised as is, so
 	// it must not be a wildcard address.
 	Addr string
-	// DataDir holds raft.db (log and stable store) and snapshots/.
+	// DataDir holds the log and stable store (wal/, or raft.db in a
+	// data dir made before raft-wal) and snapshots/.
 	DataDir string
 	Layer   Layer
 	// Logger receives the store's and raft's logs; nil discards them.

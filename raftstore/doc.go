@@ -5,12 +5,15 @@
 //
 // # Durability
 //
-// Open keeps raft's log and stable store in one bolt file (raft.db, with
-// raft-boltdb) and snapshots under snapshots/ (the last two kept), both in
-// Config.DataDir. Raft's traffic runs over the caller's Layer (a listener
-// plus a dialer). A node reopened on the same DataDir comes back with its
-// state and rejoins its cluster; Config.Bootstrap only matters for a
-// DataDir without state.
+// Open keeps raft's log and stable store in a write-ahead log under wal/
+// (hashicorp/raft-wal: append-only segment files, plus a small bolt file
+// for its metadata) and snapshots under snapshots/ (the last two kept),
+// all in Config.DataDir, which a lock file there keeps to one agent. A
+// DataDir made before raft-wal keeps its bolt file, raft.db (raft-boltdb),
+// as log and stable store. Raft's traffic runs over the caller's Layer (a
+// listener plus a dialer). A node reopened on the same DataDir comes back
+// with its state and rejoins its cluster; Config.Bootstrap only matters
+// for a DataDir without state.
 //
 // # Writes and forwarding
 //
@@ -40,5 +43,10 @@
 //
 // Nodes, Procs, Migrations, TokenHashes and friends read this node's
 // replica and return copies. They may lag the leader slightly; WaitApplied
-// and Barrier give read-your-writes and linearizable reads.
+// gives read-your-writes and ReadBarrier linearizable reads.
+//
+// # Testing
+//
+// Package raftstoretest opens a real one-node Store for other packages'
+// unit tests.
 package raftstore

@@ -1,71 +1,15 @@
 package raftstore
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"reflect"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"ssi/raftstore/internal/testutil"
 )
-
-// tcpLayer is a plain-TCP Layer, as the agent's would be minus TLS.
-type tcpLayer struct{ net.Listener }
-
-func (l tcpLayer) Dial(address string, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", address, timeout)
-}
-
-// testLogger sends logs to t.Logf until the test's cleanups are done:
-// raft goroutines may still log while other stores shut down, and
-// t.Logf after the test has ended panics.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.done = true
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Logf("%s", strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 type testNode struct {
 	id, addr, dir string
@@ -83,7 +27,7 @@ type testCluster struct {
 
 // newCluster starts n nodes: node0 bootstraps, the others join as voters.
 func newCluster(t *testing.T, n int, tweak ...func(*Config)) *testCluster {
-	c := &testCluster{t: t, log: testLogger(t)}
+	c := &testCluster{t: t, log: testutil.Logger(t)}
 	if len(tweak) > 0 {
 		c.tweak = tweak[0]
 	}
@@ -94,7 +38,7 @@ func newCluster(t *testing.T, n int, tweak ...func(*Config)) *testCluster {
 	leader := c.leader()
 	for _, nd := range c.nodes[1:] {
 		c.start(c.index(nd), false)
-		if err := leader.store.AddVoter(testCtx(t), nd.id, nd.addr); err != nil {
+		if err := leader.store.AddVoter(testutil.Context(t), nd.id, nd.addr); err != nil {
 			t.Fatalf("add voter %s: %v", nd.id, err)
 		}
 	}
@@ -122,7 +66,7 @@ func (c *testCluster) start(i int, bootstrap bool) *testNode {
 	}
 	nd.addr = ln.Addr().String()
 	cfg := Config{
-		NodeID: nd.id, Addr: nd.addr, DataDir: nd.dir, Layer: tcpLayer{ln},
+		NodeID: nd.id, Addr: nd.addr, DataDir: nd.dir, Layer: testutil.TCPLayer{Listener: ln},
 		Logger: c.log.With("node", nd.id), Bootstrap: bootstrap,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
@@ -163,7 +107,7 @@ func (c *testCluster) running() []*testNode {
 func (c *testCluster) leader() *testNode {
 	c.t.Helper()
 	var leader *testNode
-	waitFor(c.t, "a leader all running nodes know", func() bool {
+	testutil.WaitFor(c.t, "a leader all running nodes know", func() bool {
 		leader = nil
 		for _, nd := range c.running() {
 			if nd.store.IsLeader() {
@@ -201,12 +145,12 @@ func (c *testCluster) followers() []*testNode {
 func (c *testCluster) sync() *testNode {
 	c.t.Helper()
 	leader := c.leader()
-	idx, err := leader.store.ReadIndex(testCtx(c.t))
+	idx, err := leader.store.ReadIndex(testutil.Context(c.t))
 	if err != nil {
 		c.t.Fatalf("read index: %v", err)
 	}
 	for _, nd := range c.running() {
-		if err := nd.store.WaitApplied(testCtx(c.t), idx); err != nil {
+		if err := nd.store.WaitApplied(testutil.Context(c.t), idx); err != nil {
 			c.t.Fatalf("%s: %v", nd.id, err)
 		}
 	}
@@ -218,7 +162,7 @@ func (c *testCluster) mustApply(cmds ...Command) []Result {
 	leader := c.leader()
 	var out []Result
 	for _, cmd := range cmds {
-		res, err := leader.store.Apply(testCtx(c.t), cmd)
+		res, err := leader.store.Apply(testutil.Context(c.t), cmd)
 		if err != nil {
 			c.t.Fatalf("apply %T on %s: %v", cmd, leader.id, err)
 		}

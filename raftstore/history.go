@@ -58,10 +58,10 @@ func (s *state) addMove(r MoveRecord) {
 }
 
 // Ended returns how the process cpid ended, if it ended recently.
-func (s *Store) Ended(cpid int) (Ended, bool) {
+func (r stateReader) Ended(cpid int) (Ended, bool) {
 	var out Ended
 	var ok bool
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		for i := len(st.ended) - 1; i >= 0; i-- {
 			if st.ended[i].CPID == cpid {
 				out, ok = st.ended[i], true
@@ -77,8 +77,8 @@ func (s *Store) Ended(cpid int) (Ended, bool) {
 }
 
 // Moves returns the recent finished migrations, oldest first.
-func (s *Store) Moves() []MoveRecord {
+func (r stateReader) Moves() []MoveRecord {
 	var out []MoveRecord
-	s.fsm.view(func(st *state) { out = slices.Clone(st.moves) })
+	r.fsm.view(func(st *state) { out = slices.Clone(st.moves) })
 	return out
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ssi/raftstore/internal/testutil"
 )
 
 // Ends and finished moves are kept (bounded, oldest dropped first) and
@@ -86,7 +88,7 @@ func TestDataDirInUseFailsFast(t *testing.T) {
 	defer ln.Close()
 	done := make(chan error, 1)
 	go func() {
-		s, err := Open(Config{NodeID: "again", Addr: ln.Addr().String(), DataDir: nd.dir, Layer: tcpLayer{ln},
+		s, err := Open(Config{NodeID: "again", Addr: ln.Addr().String(), DataDir: nd.dir, Layer: testutil.TCPLayer{Listener: ln},
 			Logger: c.log})
 		if err == nil {
 			_ = s.Close()

@@ -6,11 +6,16 @@ import "fmt"
 // read (see read.go): safe alongside Apply, returns copies. Errors wrap
 // ErrNotFound, ErrNotDir, ErrIsDir or ErrInvalid.
 
+// homeReader reads the replicated /cluster/home tree from this node's
+// replica, for the FUSE side. It owns nothing and changes nothing: the
+// tree's writes are commands (home_cmd.go) applied through the Store.
+type homeReader struct{ fsm *fsm }
+
 // HomeLookup returns the inode called name in directory parent.
-func (s *Store) HomeLookup(parent uint64, name string) (HomeInode, error) {
+func (r homeReader) HomeLookup(parent uint64, name string) (HomeInode, error) {
 	var in HomeInode
 	var err error
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		var p *HomeInode
 		if p, err = st.home.lookup(parent, name); err == nil {
 			in = *p
@@ -23,10 +28,10 @@ func (s *Store) HomeLookup(parent uint64, name string) (HomeInode, error) {
 }
 
 // HomeGetattr returns inode ino.
-func (s *Store) HomeGetattr(ino uint64) (HomeInode, error) {
+func (r homeReader) HomeGetattr(ino uint64) (HomeInode, error) {
 	var in HomeInode
 	var ok bool
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		var p *HomeInode
 		if p, ok = st.home.inodes[ino]; ok {
 			in = *p
@@ -40,10 +45,10 @@ func (s *Store) HomeGetattr(ino uint64) (HomeInode, error) {
 
 // HomeReaddir returns directory ino's entries, sorted by name, without
 // "." and "..".
-func (s *Store) HomeReaddir(ino uint64) ([]HomeDirent, error) {
+func (r homeReader) HomeReaddir(ino uint64) ([]HomeDirent, error) {
 	var out []HomeDirent
 	var err error
-	s.fsm.view(func(st *state) { out, err = st.home.readdir(ino) })
+	r.fsm.view(func(st *state) { out, err = st.home.readdir(ino) })
 	if err != nil {
 		return nil, fmt.Errorf("home readdir %d: %w", ino, err)
 	}
@@ -52,10 +57,10 @@ func (s *Store) HomeReaddir(ino uint64) ([]HomeDirent, error) {
 
 // HomeRead returns up to n bytes of file ino from offset off: fewer at
 // the end of the file, none past it. Holes read as zeros.
-func (s *Store) HomeRead(ino, off uint64, n int) ([]byte, error) {
+func (r homeReader) HomeRead(ino, off uint64, n int) ([]byte, error) {
 	var out []byte
 	var err error
-	s.fsm.view(func(st *state) { out, err = st.home.read(ino, off, n) })
+	r.fsm.view(func(st *state) { out, err = st.home.read(ino, off, n) })
 	if err != nil {
 		return nil, fmt.Errorf("home read %d: %w", ino, err)
 	}
@@ -66,10 +71,10 @@ func (s *Store) HomeRead(ino, off uint64, n int) ([]byte, error) {
 // how many bytes it copied: fewer than len(dest) at the end of the file,
 // none past it. Holes read as zeros. It allocates nothing: the FUSE read
 // path hands it its own buffer.
-func (s *Store) HomeReadAt(ino, off uint64, dest []byte) (int, error) {
+func (r homeReader) HomeReadAt(ino, off uint64, dest []byte) (int, error) {
 	var n int
 	var err error
-	s.fsm.view(func(st *state) { n, err = st.home.readAt(ino, off, dest) })
+	r.fsm.view(func(st *state) { n, err = st.home.readAt(ino, off, dest) })
 	if err != nil {
 		return 0, fmt.Errorf("home read %d: %w", ino, err)
 	}
@@ -77,8 +82,8 @@ func (s *Store) HomeReadAt(ino, off uint64, dest []byte) (int, error) {
 }
 
 // HomeReadlink returns symlink ino's target.
-func (s *Store) HomeReadlink(ino uint64) (string, error) {
-	in, err := s.HomeGetattr(ino)
+func (r homeReader) HomeReadlink(ino uint64) (string, error) {
+	in, err := r.HomeGetattr(ino)
 	if err != nil {
 		return "", err
 	}
@@ -89,8 +94,8 @@ func (s *Store) HomeReadlink(ino uint64) (string, error) {
 }
 
 // HomeStatfs returns the home tree's usage and limits.
-func (s *Store) HomeStatfs() HomeStats {
+func (r homeReader) HomeStatfs() HomeStats {
 	var out HomeStats
-	s.fsm.view(func(st *state) { out = st.home.stats() })
+	r.fsm.view(func(st *state) { out = st.home.stats() })
 	return out
 }

@@ -93,6 +93,6 @@ func (w *leaderWatch) wait() { <-w.done }
 // reader sees the latest state rather than every flip. The channel is
 // closed by stop and when the store closes; run leader-only loops while
 // the last value received is true.
-func (s *Store) LeaderChanges() (ch <-chan bool, stop func()) {
-	return s.leader.subscribe()
+func (m *members) LeaderChanges() (ch <-chan bool, stop func()) {
+	return m.leader.subscribe()
 }

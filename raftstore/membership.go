@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/hashicorp/raft"
@@ -15,22 +14,21 @@ type Server struct {
 	Voter bool   `json:"voter"`
 }
 
-// IsLeader reports whether this node is the leader right now.
-func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
-
-// Leader returns the leader's ID and address as this node knows them,
-// both empty when no leader is known.
-func (s *Store) Leader() (id, addr string) {
-	a, i := s.raft.LeaderWithID()
-	return string(i), string(a)
+// members changes the raft configuration: who votes, who only
+// listens, who leads. It owns the leadership watch behind LeaderChanges;
+// the agreed state's own record of nodes (Node, NodeUpsert) is not its
+// business.
+type members struct {
+	*raftNode
+	leader *leaderWatch // set by Open once raft runs
 }
 
 // Servers returns the raft configuration as this node last saw it (on
 // followers it can lag the leader's by a moment).
-func (s *Store) Servers() ([]Server, error) {
-	f := s.raft.GetConfiguration()
+func (m *members) Servers() ([]Server, error) {
+	f := m.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("raft configuration: %w", s.mapErr(err))
+		return nil, fmt.Errorf("raft configuration: %w", m.mapErr(err))
 	}
 	servers := f.Configuration().Servers
 	out := make([]Server, 0, len(servers))
@@ -44,33 +42,33 @@ func (s *Store) Servers() ([]Server, error) {
 // Leader only. The new node must already run Open with an empty DataDir
 // and no Bootstrap; it then receives the log (or a snapshot) from the
 // leader.
-func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
-	return s.membership(ctx, "add voter "+id, func() raft.IndexFuture {
-		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, enqueueTimeout(ctx))
+func (m *members) AddVoter(ctx context.Context, id, addr string) error {
+	return m.membership(ctx, "add voter "+id, func() raft.IndexFuture {
+		return m.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, enqueueTimeout(ctx))
 	})
 }
 
 // AddNonvoter adds a member that receives the log but does not vote.
 // Leader only.
-func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
-	return s.membership(ctx, "add nonvoter "+id, func() raft.IndexFuture {
-		return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, enqueueTimeout(ctx))
+func (m *members) AddNonvoter(ctx context.Context, id, addr string) error {
+	return m.membership(ctx, "add nonvoter "+id, func() raft.IndexFuture {
+		return m.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, enqueueTimeout(ctx))
 	})
 }
 
 // RemoveServer removes a member from the raft configuration. Leader only;
 // a leader may remove itself, after which it steps down.
-func (s *Store) RemoveServer(ctx context.Context, id string) error {
-	return s.membership(ctx, "remove server "+id, func() raft.IndexFuture {
-		return s.raft.RemoveServer(raft.ServerID(id), 0, enqueueTimeout(ctx))
+func (m *members) RemoveServer(ctx context.Context, id string) error {
+	return m.membership(ctx, "remove server "+id, func() raft.IndexFuture {
+		return m.raft.RemoveServer(raft.ServerID(id), 0, enqueueTimeout(ctx))
 	})
 }
 
-func (s *Store) membership(ctx context.Context, what string, start func() raft.IndexFuture) error {
-	if err := s.leaderOnly(ctx); err != nil {
+func (m *members) membership(ctx context.Context, what string, start func() raft.IndexFuture) error {
+	if err := m.leaderOnly(ctx); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := s.wait(ctx, start()); err != nil {
+	if err := m.wait(ctx, start()); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
@@ -78,27 +76,12 @@ func (s *Store) membership(ctx context.Context, what string, start func() raft.I
 
 // TransferLeadership hands leadership to another voter, for a leader that
 // is about to stop or leave. Leader only.
-func (s *Store) TransferLeadership(ctx context.Context) error {
-	if err := s.leaderOnly(ctx); err != nil {
+func (m *members) TransferLeadership(ctx context.Context) error {
+	if err := m.leaderOnly(ctx); err != nil {
 		return fmt.Errorf("transfer leadership: %w", err)
 	}
-	if err := s.wait(ctx, s.raft.LeadershipTransfer()); err != nil {
+	if err := m.wait(ctx, m.raft.LeadershipTransfer()); err != nil {
 		return fmt.Errorf("transfer leadership: %w", err)
 	}
 	return nil
 }
-
-// Snapshot takes a snapshot now and compacts the log behind it, instead
-// of waiting for SnapshotThreshold. Nothing new to snapshot is not an
-// error.
-func (s *Store) Snapshot() error {
-	err := s.raft.Snapshot().Error()
-	if err == nil || errors.Is(err, raft.ErrNothingNewToSnapshot) {
-		return nil
-	}
-	return fmt.Errorf("snapshot: %w", s.mapErr(err))
-}
-
-// Stats returns raft's counters (state, term, indexes, peers...) for
-// status pages and benchmarks.
-func (s *Store) Stats() map[string]string { return s.raft.Stats() }

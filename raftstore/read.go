@@ -5,18 +5,24 @@ package raftstore
 // read-your-writes, WaitApplied(Result.Index) first. Every method returns
 // copies; callers may keep and change them.
 
+// stateReader reads the cluster's agreed records (nodes, processes,
+// migrations, join tokens, the cpid counter and the recent history)
+// from this node's replica. It owns nothing: the fsm it reads is shared
+// with the Store, and it never changes it.
+type stateReader struct{ fsm *fsm }
+
 // Nodes returns every node, sorted by name.
-func (s *Store) Nodes() []Node {
+func (r stateReader) Nodes() []Node {
 	var out []Node
-	s.fsm.view(func(st *state) { out = st.nodeList() })
+	r.fsm.view(func(st *state) { out = st.nodeList() })
 	return out
 }
 
 // Node returns the node called name.
-func (s *Store) Node(name string) (Node, bool) {
+func (r stateReader) Node(name string) (Node, bool) {
 	var n Node
 	var ok bool
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		var p *Node
 		if p, ok = st.nodes[name]; ok {
 			n = *p
@@ -26,17 +32,17 @@ func (s *Store) Node(name string) (Node, bool) {
 }
 
 // Procs returns every cluster process, sorted by cpid.
-func (s *Store) Procs() []Proc {
+func (r stateReader) Procs() []Proc {
 	var out []Proc
-	s.fsm.view(func(st *state) { out = st.procList() })
+	r.fsm.view(func(st *state) { out = st.procList() })
 	return out
 }
 
 // Proc returns the process with the given cpid.
-func (s *Store) Proc(cpid int) (Proc, bool) {
+func (r stateReader) Proc(cpid int) (Proc, bool) {
 	var p Proc
 	var ok bool
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		var ptr *Proc
 		if ptr, ok = st.procs[cpid]; ok {
 			p = ptr.clone()
@@ -46,17 +52,17 @@ func (s *Store) Proc(cpid int) (Proc, bool) {
 }
 
 // Migrations returns the migrations in flight, sorted by cpid.
-func (s *Store) Migrations() []Migration {
+func (r stateReader) Migrations() []Migration {
 	var out []Migration
-	s.fsm.view(func(st *state) { out = st.migrationList() })
+	r.fsm.view(func(st *state) { out = st.migrationList() })
 	return out
 }
 
 // Migration returns the migration in flight of the process cpid.
-func (s *Store) Migration(cpid int) (Migration, bool) {
+func (r stateReader) Migration(cpid int) (Migration, bool) {
 	var m Migration
 	var ok bool
-	s.fsm.view(func(st *state) {
+	r.fsm.view(func(st *state) {
 		var ptr *Migration
 		if ptr, ok = st.migrations[cpid]; ok {
 			m = *ptr
@@ -66,22 +72,22 @@ func (s *Store) Migration(cpid int) (Migration, bool) {
 }
 
 // TokenHashes returns the join tokens' hashes, sorted.
-func (s *Store) TokenHashes() []TokenHash {
+func (r stateReader) TokenHashes() []TokenHash {
 	var out []TokenHash
-	s.fsm.view(func(st *state) { out = st.tokenList() })
+	r.fsm.view(func(st *state) { out = st.tokenList() })
 	return out
 }
 
 // HasToken reports whether hash (see HashToken) is a valid join token's.
-func (s *Store) HasToken(hash string) bool {
+func (r stateReader) HasToken(hash string) bool {
 	var ok bool
-	s.fsm.view(func(st *state) { _, ok = st.tokens[hash] })
+	r.fsm.view(func(st *state) { _, ok = st.tokens[hash] })
 	return ok
 }
 
 // NextCPID returns the number the cpid counter hands out next.
-func (s *Store) NextCPID() int {
+func (r stateReader) NextCPID() int {
 	var n int
-	s.fsm.view(func(st *state) { n = st.nextCPID })
+	r.fsm.view(func(st *state) { n = st.nextCPID })
 	return n
 }

@@ -21,6 +21,20 @@ import (
 // next one, and with it every later reader.
 const readRoundTimeout = 5 * time.Second
 
+// linearizer serves linearizable reads of this replica: it learns read
+// indexes (this node's as leader, or the leader's through AskLeader) and
+// waits for the replica to apply them. It owns the rounds shared by
+// concurrent readers and their counters.
+type linearizer struct {
+	*raftNode
+	fsm       *fsm
+	askLeader AskLeader
+	reads     coalescer // ReadIndex rounds
+	// readyTerm is the term in which this node, as leader, has committed
+	// an entry: from then on its commit index covers every earlier write.
+	readyTerm atomic.Uint64
+}
+
 // AskLeader asks the leader, over the agent's RPC, for its ReadIndex.
 type AskLeader func(ctx context.Context) (uint64, error)
 
@@ -30,19 +44,19 @@ type AskLeader func(ctx context.Context) (uint64, error)
 // follower one call of ask (nil: followers get ErrNotLeader). Concurrent
 // callers share one round: a caller joins the next round that has not
 // started yet, so its answer is never older than its call.
-func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
-	s.reads.callers.Add(1)
-	return s.reads.do(ctx)
+func (l *linearizer) ReadIndex(ctx context.Context) (uint64, error) {
+	l.reads.callers.Add(1)
+	return l.reads.do(ctx)
 }
 
 // ReadBarrier is ReadIndex followed by WaitApplied: after it returns nil,
 // reads of this replica are linearizable.
-func (s *Store) ReadBarrier(ctx context.Context) error {
-	idx, err := s.ReadIndex(ctx)
+func (l *linearizer) ReadBarrier(ctx context.Context) error {
+	idx, err := l.ReadIndex(ctx)
 	if err != nil {
 		return fmt.Errorf("read barrier: %w", err)
 	}
-	return s.WaitApplied(ctx, idx)
+	return l.WaitApplied(ctx, idx)
 }
 
 // ReadStats counts read barriers: how many callers asked and how many
@@ -52,19 +66,19 @@ type ReadStats struct {
 }
 
 // ReadStats returns the counters since Open.
-func (s *Store) ReadStats() ReadStats {
-	return ReadStats{Callers: s.reads.callers.Load(), Rounds: s.reads.rounds.Load()}
+func (l *linearizer) ReadStats() ReadStats {
+	return ReadStats{Callers: l.reads.callers.Load(), Rounds: l.reads.rounds.Load()}
 }
 
 // readIndexRound is one round: the leader's own, or the leader's asked.
-func (s *Store) readIndexRound(ctx context.Context) (uint64, error) {
-	if s.IsLeader() {
-		return s.leaderReadIndex(ctx)
+func (l *linearizer) readIndexRound(ctx context.Context) (uint64, error) {
+	if l.IsLeader() {
+		return l.leaderReadIndex(ctx)
 	}
-	if s.cfg.AskLeader == nil {
-		return 0, s.notLeader()
+	if l.askLeader == nil {
+		return 0, l.notLeader()
 	}
-	return s.cfg.AskLeader(ctx)
+	return l.askLeader(ctx)
 }
 
 // leaderReadIndex is the leader's side. Its commit index covers every
@@ -72,16 +86,16 @@ func (s *Store) readIndexRound(ctx context.Context) (uint64, error) {
 // new leader may not know the last commits of the old one until then):
 // a barrier, once per term. The index is taken before the heartbeat round
 // that proves no newer leader could have acknowledged anything since.
-func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
-	term := s.raft.CurrentTerm()
-	if s.readyTerm.Load() != term {
-		if err := s.wait(ctx, s.raft.Barrier(enqueueTimeout(ctx))); err != nil {
+func (l *linearizer) leaderReadIndex(ctx context.Context) (uint64, error) {
+	term := l.raft.CurrentTerm()
+	if l.readyTerm.Load() != term {
+		if err := l.wait(ctx, l.raft.Barrier(enqueueTimeout(ctx))); err != nil {
 			return 0, fmt.Errorf("first commit of term %d: %w", term, err)
 		}
-		s.readyTerm.Store(term)
+		l.readyTerm.Store(term)
 	}
-	idx := s.raft.CommitIndex()
-	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
+	idx := l.raft.CommitIndex()
+	if err := l.wait(ctx, l.raft.VerifyLeader()); err != nil {
 		return 0, fmt.Errorf("verify leadership: %w", err)
 	}
 	return idx, nil

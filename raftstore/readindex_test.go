@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"ssi/raftstore/internal/testutil"
 )
 
 // askVia makes a cluster's followers ask whichever node leads, as the
@@ -43,14 +45,14 @@ func TestReadBarrierSeesEveryAcknowledgedWrite(t *testing.T) {
 	stale := 0
 	for i := range 200 {
 		name := fmt.Sprintf("w%d", i)
-		if _, err := leader.store.Apply(testCtx(t), NodeUpsert{Name: name, Addr: "10.0.0.9:7000", CPUs: 1, JoinedAt: t0}); err != nil {
+		if _, err := leader.store.Apply(testutil.Context(t), NodeUpsert{Name: name, Addr: "10.0.0.9:7000", CPUs: 1, JoinedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		f := c.followers()[i%2]
 		if _, ok := f.store.Node(name); !ok {
 			stale++ // the plain local read, for the record
 		}
-		if err := f.store.ReadBarrier(testCtx(t)); err != nil {
+		if err := f.store.ReadBarrier(testutil.Context(t)); err != nil {
 			t.Fatalf("barrier on %s: %v", f.id, err)
 		}
 		if _, ok := f.store.Node(name); !ok {
@@ -72,7 +74,7 @@ func TestReadIndexSharesRounds(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if f.store.ReadBarrier(testCtx(t)) != nil {
+			if f.store.ReadBarrier(testutil.Context(t)) != nil {
 				failed.Add(1)
 			}
 		}()
@@ -95,13 +97,13 @@ func TestReadIndexAfterLeaderChange(t *testing.T) {
 	var c *testCluster
 	c = newCluster(t, 3, askVia(&c))
 	old := c.leader()
-	res, err := old.store.Apply(testCtx(t), NodeUpsert{Name: "before", Addr: "10.0.0.9:7000", CPUs: 1, JoinedAt: t0})
+	res, err := old.store.Apply(testutil.Context(t), NodeUpsert{Name: "before", Addr: "10.0.0.9:7000", CPUs: 1, JoinedAt: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.stop(old)
 	nl := c.leader()
-	idx, err := nl.store.ReadIndex(testCtx(t))
+	idx, err := nl.store.ReadIndex(testutil.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ func TestReadIndexAfterLeaderChange(t *testing.T) {
 		t.Fatalf("new leader's read index %d is below the acknowledged write at %d", idx, res.Index)
 	}
 	for _, f := range c.followers() {
-		if err := f.store.ReadBarrier(testCtx(t)); err != nil {
+		if err := f.store.ReadBarrier(testutil.Context(t)); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := f.store.Node("before"); !ok {

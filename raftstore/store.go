@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,25 +35,27 @@ const (
 // state machine holds nodes, processes, migrations and join tokens.
 // Writes go through Apply on the leader; reads are served from the local
 // replica. All methods are safe for concurrent use.
+//
+// Store itself opens, writes and closes; its other methods come from the
+// parts embedded below, one concern each, all sharing the one raftNode
+// and fsm.
 type Store struct {
+	*raftNode   // role, indexes, snapshots; raft's futures and errors
+	stateReader // reads of nodes, processes, migrations, tokens, history
+	homeReader  // reads of the /cluster/home tree
+	members     // the raft configuration and leadership changes
+	linearizer  // ReadIndex, ReadBarrier, WaitApplied
+
 	cfg    Config
 	log    *slog.Logger
-	raft   *raft.Raft
 	fsm    *fsm
-	logs   raft.LogStore
 	stable raft.StableStore
 	closer io.Closer // the log and stable store
 	lock   *os.File  // holds the data dir's flock
 	trans  *raft.NetworkTransport
-	leader *leaderWatch
-	reads  coalescer // ReadIndex rounds
-	// readyTerm is the term in which this node, as leader, has committed
-	// an entry: from then on its commit index covers every earlier write.
-	readyTerm atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
-	closed    chan struct{}
 }
 
 // Open opens (or creates) the store in cfg.DataDir and starts raft. A
@@ -66,8 +67,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, fsm: newFSM(), closed: make(chan struct{})}
-	s.reads = coalescer{run: s.readIndexRound, timeout: readRoundTimeout}
+	s := newStore(cfg)
 	hl := newHclog(cfg.Logger, "raft")
 	rc := s.raftConfig(hl)
 	if err := raft.ValidateConfig(rc); err != nil {
@@ -97,6 +97,20 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.leader = newLeaderWatch(s.raft.LeaderCh(), s.closed)
 	return s, nil
+}
+
+// newStore wires the Store's parts to one raftNode and one fsm; Open
+// fills in the raft instance and its log once they exist.
+func newStore(cfg Config) *Store {
+	n, f := &raftNode{closed: make(chan struct{})}, newFSM()
+	s := &Store{
+		raftNode: n, stateReader: stateReader{f}, homeReader: homeReader{f}, members: members{raftNode: n},
+		cfg: cfg, log: cfg.Logger, fsm: f,
+	}
+	l := &s.linearizer
+	l.raftNode, l.fsm, l.askLeader = n, f, cfg.AskLeader
+	l.reads = coalescer{run: l.readIndexRound, timeout: readRoundTimeout}
+	return s
 }
 
 // openStores opens raft's log and stable store, with a small cache in
