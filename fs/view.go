@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // View is what the file system shows and where writes go. The agent
@@ -79,23 +81,32 @@ var (
 	ErrCannotMove = errors.New("cannot move")
 )
 
-// errnoNames pairs the domain errors that travel between agents with the
-// errno they become.
-var errnoNames = []struct {
-	name string
-	err  error
+// errnos is the one table of the domain errors and the errno each
+// becomes; travels marks those that pass between agents by name (a
+// move's or a kill's answer), the first of each name being the one a
+// name decodes to.
+var errnos = []struct {
+	err     error
+	errno   syscall.Errno
+	travels bool
 }{
-	{"ENOENT", ErrNoProcess}, {"EINVAL", ErrBadValue}, {"EPERM", ErrPermission},
-	{"EHOSTUNREACH", ErrNodeDown}, {"EBUSY", ErrBusy}, {"ENOSYS", ErrNotImplemented},
-	{"EROFS", ErrNoQuorum}, {"EOPNOTSUPP", ErrCannotMove},
+	{ErrNoProcess, syscall.ENOENT, true}, {ErrBadValue, syscall.EINVAL, true},
+	{ErrPermission, syscall.EPERM, true}, {ErrNodeDown, syscall.EHOSTUNREACH, true},
+	{ErrBusy, syscall.EBUSY, true}, {ErrNotImplemented, syscall.ENOSYS, true},
+	{ErrNoQuorum, syscall.EROFS, true}, {ErrCannotMove, syscall.EOPNOTSUPP, true},
+	{ErrNotFound, syscall.ENOENT, false}, {ErrExists, syscall.EEXIST, false},
+	{ErrNotEmpty, syscall.ENOTEMPTY, false}, {ErrIsDir, syscall.EISDIR, false},
+	{ErrNotDir, syscall.ENOTDIR, false}, {ErrTooBig, syscall.EFBIG, false},
+	{ErrNoSpace, syscall.ENOSPC, false},
+	{context.Canceled, syscall.EINTR, false}, // the kernel interrupted the request
 }
 
-// ErrnoName is the errno err becomes, by name ("EBUSY"); "EIO" for
-// anything else.
+// ErrnoName is the errno err becomes between agents, by name ("EBUSY");
+// "EIO" for anything else.
 func ErrnoName(err error) string {
-	for _, e := range errnoNames {
-		if errors.Is(err, e.err) {
-			return e.name
+	for _, e := range errnos {
+		if e.travels && errors.Is(err, e.err) {
+			return unix.ErrnoName(e.errno)
 		}
 	}
 	return "EIO"
@@ -103,52 +114,26 @@ func ErrnoName(err error) string {
 
 // ErrorForErrno is the domain error named by ErrnoName, or nil.
 func ErrorForErrno(name string) error {
-	for _, e := range errnoNames {
-		if e.name == name {
+	for _, e := range errnos {
+		if e.travels && unix.ErrnoName(e.errno) == name {
 			return e.err
 		}
 	}
 	return nil
 }
 
-// errno maps a View's error to what the writer sees. Unknown errors are
-// EIO; the caller logs them.
+// ErrnoOf is the errno a writer sees for a View's or a Home's error.
+// Unknown errors are EIO; the caller logs them.
+func ErrnoOf(err error) syscall.Errno { return errno(err) }
+
 func errno(err error) syscall.Errno {
-	switch {
-	case err == nil:
+	if err == nil {
 		return 0
-	case errors.Is(err, ErrNoProcess):
-		return syscall.ENOENT
-	case errors.Is(err, ErrBadValue):
-		return syscall.EINVAL
-	case errors.Is(err, ErrPermission):
-		return syscall.EPERM
-	case errors.Is(err, ErrNodeDown):
-		return syscall.EHOSTUNREACH
-	case errors.Is(err, ErrBusy):
-		return syscall.EBUSY
-	case errors.Is(err, ErrNotImplemented):
-		return syscall.ENOSYS
-	case errors.Is(err, ErrNoQuorum):
-		return syscall.EROFS
-	case errors.Is(err, ErrCannotMove):
-		return syscall.EOPNOTSUPP
-	case errors.Is(err, ErrNotFound):
-		return syscall.ENOENT
-	case errors.Is(err, ErrExists):
-		return syscall.EEXIST
-	case errors.Is(err, ErrNotEmpty):
-		return syscall.ENOTEMPTY
-	case errors.Is(err, ErrIsDir):
-		return syscall.EISDIR
-	case errors.Is(err, ErrNotDir):
-		return syscall.ENOTDIR
-	case errors.Is(err, ErrTooBig):
-		return syscall.EFBIG
-	case errors.Is(err, ErrNoSpace):
-		return syscall.ENOSPC
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR // the kernel interrupted the request
+	}
+	for _, e := range errnos {
+		if errors.Is(err, e.err) {
+			return e.errno
+		}
 	}
 	return syscall.EIO
 }
