@@ -31,10 +31,16 @@ type memHome struct {
 	fail   error      // every write fails with it while set
 
 	fresh, lookups, writes atomic.Int64
-	hold                   atomic.Bool
-	held                   chan *heldWrite
-	stop                   chan struct{} // closed at the test's end: held writes fail
-	gate                   atomic.Pointer[gate]
+	memHolds
+}
+
+// memHolds is how a test holds memHome's calls back: one call at a gate
+// (holdNext), every write while hold is set (nextWrite, noWrite).
+type memHolds struct {
+	hold atomic.Bool
+	held chan *heldWrite
+	stop chan struct{} // closed at the test's end: held writes fail
+	gate atomic.Pointer[gate]
 }
 
 // gate holds the first call of one Home method (op) until the test opens
@@ -50,14 +56,14 @@ type gate struct {
 }
 
 // holdNext makes the next call of op wait at a gate.
-func (h *memHome) holdNext(op string) *gate {
+func (h *memHolds) holdNext(op string) *gate {
 	g := &gate{op: op, entered: make(chan struct{}), open: make(chan struct{}), left: make(chan error, 1)}
 	h.gate.Store(g)
 	return g
 }
 
 // pass is where every method that takes a context meets the gate.
-func (h *memHome) pass(ctx context.Context, op string) error {
+func (h *memHolds) pass(ctx context.Context, op string) error {
 	g := h.gate.Load()
 	if g == nil || g.op != op || !g.used.CompareAndSwap(false, true) {
 		return nil
@@ -96,7 +102,8 @@ var errStopped = errors.New("test ended")
 
 func newMemHome(t *testing.T) *memHome {
 	h := &memHome{inodes: map[uint64]*memInode{1: {attr: HomeAttr{Ino: 1, Kind: HomeDir, Mode: 0o777, Nlink: 2},
-		kids: map[string]uint64{}}}, next: 100, held: make(chan *heldWrite, 64), stop: make(chan struct{})}
+		kids: map[string]uint64{}}}, next: 100,
+		memHolds: memHolds{held: make(chan *heldWrite, 64), stop: make(chan struct{})}}
 	t.Cleanup(func() { close(h.stop) })
 	return h
 }
@@ -149,7 +156,7 @@ func (h *memHome) landedOffsets() []uint64 {
 }
 
 // nextWrite returns the next held write.
-func (h *memHome) nextWrite(t *testing.T) *heldWrite {
+func (h *memHolds) nextWrite(t *testing.T) *heldWrite {
 	t.Helper()
 	select {
 	case w := <-h.held:
@@ -162,7 +169,7 @@ func (h *memHome) nextWrite(t *testing.T) *heldWrite {
 
 // noWrite checks that no write is sent for a while: an absence has no
 // event to wait for.
-func (h *memHome) noWrite(t *testing.T) {
+func (h *memHolds) noWrite(t *testing.T) {
 	t.Helper()
 	select {
 	case w := <-h.held:
@@ -303,6 +310,11 @@ func (h *memHome) verdict(ino uint64, ext []Extent) error {
 	if !h.hold.Load() {
 		return nil
 	}
+	return h.holdWrite(ino, ext)
+}
+
+// holdWrite hands a write to the test and waits for its verdict.
+func (h *memHolds) holdWrite(ino uint64, ext []Extent) error {
 	w := &heldWrite{ino: ino, ext: ext, verdict: make(chan error, 1)}
 	select {
 	case h.held <- w:

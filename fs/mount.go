@@ -75,16 +75,51 @@ func (m *Mounted) FlushHome(ctx context.Context) error {
 // crashed (its server gone: "transport endpoint is not connected") is
 // detached first.
 func Mount(v View, o Options) (*Mounted, error) {
+	if err := prepareMountpoint(&o); err != nil {
+		return nil, err
+	}
+	root, err := newRootNode(v, &o)
+	if err != nil {
+		return nil, err
+	}
+	// No timeouts here: each node sets its own, and no failed lookup is
+	// kept (cache.go).
+	srv, err := gofs.Mount(o.Mountpoint, root, fuseOptions())
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", o.Mountpoint, err)
+	}
+	if err := setReadAhead(o.Mountpoint, readAheadKB); err != nil {
+		o.logf("read-ahead of %s stays at the kernel's default: %v", o.Mountpoint, err)
+	}
+	m := &Mounted{srv: srv, mountpoint: o.Mountpoint, home: root.home, logf: o.logf, done: make(chan struct{})}
+	if st, err := os.Stat(o.Mountpoint); err == nil {
+		m.conn = unix.Minor(st.Sys().(*syscall.Stat_t).Dev)
+	}
+	if root.home != nil {
+		go root.home.sweepOrphans(m.done)
+	}
+	return m, nil
+}
+
+// prepareMountpoint creates o.Mountpoint if missing and detaches a stale
+// mount found there.
+func prepareMountpoint(o *Options) error {
 	if err := os.MkdirAll(o.Mountpoint, 0o755); err != nil && !isStale(o.Mountpoint) {
-		return nil, fmt.Errorf("mountpoint %s: %w", o.Mountpoint, err)
+		return fmt.Errorf("mountpoint %s: %w", o.Mountpoint, err)
 	}
 	if mountinfo.Mounted(o.Mountpoint) {
 		o.logf("replacing a stale mount at %s", o.Mountpoint)
 		if err := unix.Unmount(o.Mountpoint, unix.MNT_DETACH); err != nil {
-			return nil, fmt.Errorf("removing the stale mount at %s: %w", o.Mountpoint, err)
+			return fmt.Errorf("removing the stale mount at %s: %w", o.Mountpoint, err)
 		}
 	}
-	root := &rootNode{view: v, cfg: &o, cache: cacheTimes{attr: o.AttrTimeout, entry: o.EntryTimeout}}
+	return nil
+}
+
+// newRootNode is the root of /cluster over v, with the home o asks for
+// (a directory's loopback, a Home, or none).
+func newRootNode(v View, o *Options) (*rootNode, error) {
+	root := &rootNode{view: v, cfg: o, cache: cacheTimes{attr: o.AttrTimeout, entry: o.EntryTimeout}}
 	switch {
 	case o.HomePath != "":
 		lb, err := gofs.NewLoopbackRoot(o.HomePath)
@@ -95,9 +130,12 @@ func Mount(v View, o Options) (*Mounted, error) {
 	case o.Home != nil:
 		root.home = newHomeFS(o.Home)
 	}
-	// No timeouts here: each node sets its own, and no failed lookup is
-	// kept (cache.go).
-	srv, err := gofs.Mount(o.Mountpoint, root, &gofs.Options{
+	return root, nil
+}
+
+// fuseOptions are the mount's options, the same on every node.
+func fuseOptions() *gofs.Options {
+	return &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName: "ssi", Name: "cluster",
 			// Every user of the node sees the cluster; writes are checked
@@ -134,21 +172,7 @@ func Mount(v View, o Options) (*Mounted, error) {
 			// open without it drops them, explicit mode or not.
 			ExplicitDataCacheControl: true,
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", o.Mountpoint, err)
 	}
-	if err := setReadAhead(o.Mountpoint, readAheadKB); err != nil {
-		o.logf("read-ahead of %s stays at the kernel's default: %v", o.Mountpoint, err)
-	}
-	m := &Mounted{srv: srv, mountpoint: o.Mountpoint, home: root.home, logf: o.logf, done: make(chan struct{})}
-	if st, err := os.Stat(o.Mountpoint); err == nil {
-		m.conn = unix.Minor(st.Sys().(*syscall.Stat_t).Dev)
-	}
-	if root.home != nil {
-		go root.home.sweepOrphans(m.done)
-	}
-	return m, nil
 }
 
 // Unmount detaches the file system and waits (briefly) for its server to

@@ -203,6 +203,43 @@ func readLine(t *testing.T, r io.Reader) int {
 // and cgroup.
 func TestMoveBetweenLabNodes(t *testing.T) {
 	needCRIU(t)
+	l := openMigrateLab(t)
+	file := filepath.Join(t.TempDir(), "counter.txt")
+	helper := func(node, role string, env ...string) *exec.Cmd {
+		cmd, err := l.Command(node, os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, append(env, "SSI_MIGRATE_HELPER="+role, "SSI_COUNTER_FILE="+file)...)
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+
+	start, pid := startCounter(t, helper, file)
+	restore, rout := moveCounter(t, helper, start, pid)
+	atDump := readCounts(t, file)
+	last := atDump[len(atDump)-1]
+
+	newPid := readLine(t, rout)
+	t.Cleanup(func() { _ = syscall.Kill(newPid, syscall.SIGKILL) })
+
+	checkInNode2(t, l, newPid)
+	checkCountContinued(t, file, last)
+
+	_ = syscall.Kill(newPid, syscall.SIGKILL)
+	if err := restore.Wait(); err != nil {
+		t.Fatalf("restorer: %v", err)
+	}
+}
+
+// labHelper is a command running the test binary in a node of the lab,
+// as the helper role, with env added to its environment.
+type labHelper func(node, role string, env ...string) *exec.Cmd
+
+// openMigrateLab brings up a lab of two nodes for the test, removing a
+// previous run's first; it is taken down when the test ends.
+func openMigrateLab(t *testing.T) *lab.Lab {
+	t.Helper()
 	// The lab lives where labs do, not in a TempDir: if a run is killed,
 	// the next one finds its leftovers by name and removes them.
 	l, err := lab.Open(lab.Options{Name: "tmig", Dir: "/var/lib/ssi-lab", Subnet: "10.213.7.0/24", Nodes: 2, Out: io.Discard})
@@ -220,17 +257,13 @@ func TestMoveBetweenLabNodes(t *testing.T) {
 	if err := l.Up(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "counter.txt")
-	helper := func(node, role string, env ...string) *exec.Cmd {
-		cmd, err := l.Command(node, os.Args[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Env = append(cmd.Env, append(env, "SSI_MIGRATE_HELPER="+role, "SSI_COUNTER_FILE="+file)...)
-		cmd.Stderr = os.Stderr
-		return cmd
-	}
+	return l
+}
 
+// startCounter starts the counter in node1 and waits until it has
+// counted to 10 in file: its starter, and its pid.
+func startCounter(t *testing.T, helper labHelper, file string) (*exec.Cmd, int) {
+	t.Helper()
 	start := helper("node1", "start")
 	out, err := start.StdoutPipe()
 	if err != nil {
@@ -242,7 +275,14 @@ func TestMoveBetweenLabNodes(t *testing.T) {
 	t.Cleanup(func() { _ = start.Process.Kill(); _, _ = start.Process.Wait() })
 	pid := readLine(t, out)
 	waitFor(t, "the counter to reach 10", func() bool { return len(readCounts(t, file)) >= 10 })
+	return start, pid
+}
 
+// moveCounter dumps the counter (pid, started by start) in node1 and
+// streams its images to a restorer in node2, which it returns with its
+// stdout, where the restored pid comes.
+func moveCounter(t *testing.T, helper labHelper, start *exec.Cmd, pid int) (*exec.Cmd, io.Reader) {
+	t.Helper()
 	// Dump in node1, stream to node2, restore there.
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -272,13 +312,13 @@ func TestMoveBetweenLabNodes(t *testing.T) {
 	if err := start.Wait(); err != nil {
 		t.Fatalf("starter: %v", err)
 	}
-	atDump := readCounts(t, file)
-	last := atDump[len(atDump)-1]
+	return restore, rout
+}
 
-	newPid := readLine(t, rout)
-	t.Cleanup(func() { _ = syscall.Kill(newPid, syscall.SIGKILL) })
-
-	// It runs in node2: its network and mount namespaces and cgroup.
+// checkInNode2 checks that the restored process runs in node2: its
+// network and mount namespaces and cgroup.
+func checkInNode2(t *testing.T, l *lab.Lab, newPid int) {
+	t.Helper()
 	if got, want := nsInode(t, fmt.Sprintf("/proc/%d/ns/net", newPid)), nsInode(t, "/run/netns/tmig-node2"); got != want {
 		t.Errorf("restored process in netns %d, want node2's %d", got, want)
 	}
@@ -292,7 +332,12 @@ func TestMoveBetweenLabNodes(t *testing.T) {
 	if !strings.Contains(string(cg), "ssi-lab/tmig/node2") {
 		t.Errorf("restored process not in node2's cgroup:\n%s", cg)
 	}
+}
 
+// checkCountContinued waits for the restored counter to count 10 more
+// than last, the count at the dump, and checks that it never restarted.
+func checkCountContinued(t *testing.T, file string, last int) {
+	t.Helper()
 	// Memory moved: the count continues from last+1, never restarts.
 	waitFor(t, "the restored counter to count 10 more", func() bool {
 		c := readCounts(t, file)
@@ -305,9 +350,4 @@ func TestMoveBetweenLabNodes(t *testing.T) {
 		}
 	}
 	t.Logf("counted to %d in node1, then to %d in node2", last, counts[len(counts)-1])
-
-	_ = syscall.Kill(newPid, syscall.SIGKILL)
-	if err := restore.Wait(); err != nil {
-		t.Fatalf("restorer: %v", err)
-	}
 }

@@ -62,6 +62,39 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 	if o.LeaveRunning && o.LeaveStopped {
 		return nil, fmt.Errorf("%w: leave running and leave stopped both asked", ErrDump)
 	}
+	dir, err := openDumpDir(o)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+
+	opts, extra, err := dumpCriuOpts(o, dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.startSwrk(extra, asUser(o.UID, o.GID))
+	if err != nil {
+		return nil, err
+	}
+	defer s.done(&err)
+
+	c.log.Debug("criu dump", "pid", o.Pid, "dir", o.Dir)
+	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_DUMP), Opts: opts})
+	if err != nil || !resp.GetSuccess() {
+		return nil, failure(ErrDump, resp, err, filepath.Join(o.Dir, "dump.log"))
+	}
+	ds, err := stats.CriuGetDumpStats(dir)
+	if err != nil {
+		// The dump itself succeeded; missing statistics are not fatal.
+		c.log.Warn("criu dump statistics unreadable", "err", err)
+		return &DumpStats{}, nil
+	}
+	return dumpStats(ds), nil
+}
+
+// openDumpDir creates o.Dir if missing, gives it to the tree's user when
+// CRIU runs as that user, and opens it for CRIU.
+func openDumpDir(o DumpOptions) (*os.File, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDump, err)
 	}
@@ -74,12 +107,17 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDump, err)
 	}
-	defer dir.Close()
+	return dir, nil
+}
 
+// dumpCriuOpts converts o into CRIU's options for a dump into dir, with
+// the descriptors criu swrk must inherit (the page server's, dir's).
+func dumpCriuOpts(o DumpOptions, dir *os.File) (*rpc.CriuOpts, []*os.File, error) {
 	external, skip := o.NodeMounts, []string(nil)
 	if len(o.NodeMounts) > 0 {
+		var err error
 		if skip, err = hiddenMounts(o.Pid); err != nil {
-			return nil, fmt.Errorf("%w: reading its mounts: %v", ErrDump, err)
+			return nil, nil, fmt.Errorf("%w: reading its mounts: %v", ErrDump, err)
 		}
 		external = withoutPaths(o.NodeMounts, skip)
 	}
@@ -116,23 +154,11 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		opts.ImagesDirFd = ptr(int32(-1))
 		opts.ImagesDir = ptr("/proc/self/fd/" + itoa(3+len(extra)))
 	}
-	s, err := c.startSwrk(extra, asUser(o.UID, o.GID))
-	if err != nil {
-		return nil, err
-	}
-	defer s.done(&err)
+	return opts, extra, nil
+}
 
-	c.log.Debug("criu dump", "pid", o.Pid, "dir", o.Dir)
-	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_DUMP), Opts: opts})
-	if err != nil || !resp.GetSuccess() {
-		return nil, failure(ErrDump, resp, err, filepath.Join(o.Dir, "dump.log"))
-	}
-	ds, err := stats.CriuGetDumpStats(dir)
-	if err != nil {
-		// The dump itself succeeded; missing statistics are not fatal.
-		c.log.Warn("criu dump statistics unreadable", "err", err)
-		return &DumpStats{}, nil
-	}
+// dumpStats converts CRIU's dump statistics (times in microseconds).
+func dumpStats(ds *stats.DumpStatsEntry) *DumpStats {
 	us := func(v uint32) time.Duration { return time.Duration(v) * time.Microsecond }
 	return &DumpStats{
 		Freezing:     us(ds.GetFreezingTime()),
@@ -140,7 +166,7 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		MemDump:      us(ds.GetMemdumpTime()),
 		MemWrite:     us(ds.GetMemwriteTime()),
 		PagesWritten: ds.GetPagesWritten(),
-	}, nil
+	}
 }
 
 // externalMounts names node mounts for CRIU as runc does: the key is the

@@ -56,25 +56,63 @@ func jobInit(argv []string) (int, error) {
 		return 1, err
 	}
 	if os.Geteuid() == 0 {
-		if os.Getpid() != 1 {
-			return 1, errors.New("job: not PID 1 of its own PID namespace")
-		}
-		if err := jobns.Setup(); err != nil {
-			return 1, fmt.Errorf("job: %w", err)
-		}
-		// A /dev/null opened in the node's mount namespace would tie
-		// the job to it: CRIU could not move it ("Can't lookup mount").
-		reopenNull()
-		// Whatever happened above, the user's command never runs as root
-		// unless the user is root.
-		if err := becomeUser(spec.UID, spec.GID); err != nil {
-			return 1, fmt.Errorf("job: %w", err)
+		if err := enterJob(spec); err != nil {
+			return 1, err
 		}
 	}
+	if err := takeUserEnv(spec); err != nil {
+		return 1, err
+	}
+	leader, term, code, err := startJobCommand(argv, spec)
+	if err != nil {
+		return code, err
+	}
+	var output <-chan struct{}
+	if term != nil {
+		output = term.start()
+	}
+	go forwardSignals(sigs, leader)
+	code, err = reapJob(leader)
+	if err != nil {
+		return 1, err
+	}
+	if output != nil {
+		// What the job wrote last is still in the pty.
+		select {
+		case <-output:
+		case <-time.After(ptyDrain):
+		}
+	}
+	return code, nil
+}
+
+// enterJob, as root, gives the job its own mounts and then becomes the
+// job's user.
+func enterJob(spec jobns.Spec) error {
+	if os.Getpid() != 1 {
+		return errors.New("job: not PID 1 of its own PID namespace")
+	}
+	if err := jobns.Setup(); err != nil {
+		return fmt.Errorf("job: %w", err)
+	}
+	// A /dev/null opened in the node's mount namespace would tie
+	// the job to it: CRIU could not move it ("Can't lookup mount").
+	reopenNull()
+	// Whatever happened above, the user's command never runs as root
+	// unless the user is root.
+	if err := becomeUser(spec.UID, spec.GID); err != nil {
+		return fmt.Errorf("job: %w", err)
+	}
+	return nil
+}
+
+// takeUserEnv moves to the job's working directory and takes its
+// environment for this process.
+func takeUserEnv(spec jobns.Spec) error {
 	// As the user, so that root never follows a path the user chose.
 	if spec.Dir != "" {
 		if err := os.Chdir(spec.Dir); err != nil {
-			return 1, fmt.Errorf("job: %w", err)
+			return fmt.Errorf("job: %w", err)
 		}
 	}
 	os.Clearenv()
@@ -83,17 +121,23 @@ func jobInit(argv []string) (int, error) {
 			_ = os.Setenv(k, v)
 		}
 	}
+	return nil
+}
+
+// startJobCommand starts argv, on a pty of the job's own if the spec asks
+// for a terminal: its pid, and the relay of that pty (nil without one).
+// On error, code is the exit status jobInit returns with it.
+func startJobCommand(argv []string, spec jobns.Spec) (leader int, term *ptyRelay, code int, err error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = spec.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	var term *ptyRelay
 	var slave *os.File
 	if spec.TTY {
 		// As the user: the pty is the user's, in the job's own devpts
 		// (which moves with the job), never the node's.
 		var master *os.File
 		if master, slave, err = openPTY(jobPTMX, spec.Size); err != nil {
-			return 1, fmt.Errorf("job: a terminal: %w", err)
+			return 0, nil, 1, fmt.Errorf("job: a terminal: %w", err)
 		}
 		onTerminal(cmd, slave)
 		term = &ptyRelay{master: master, in: os.Stdin, out: os.Stdout,
@@ -106,24 +150,28 @@ func jobInit(argv []string) (int, error) {
 		slave.Close()
 	}
 	if err != nil {
-		return 127, fmt.Errorf("job: %w", err)
+		return 0, nil, 127, fmt.Errorf("job: %w", err)
 	}
-	leader := cmd.Process.Pid
-	var output <-chan struct{}
-	if term != nil {
-		output = term.start()
-	}
-	go func() {
-		for s := range sigs {
-			// Once the command has exited (a daemon's parent), the oldest
-			// surviving process of the job stands for it.
-			if err := syscall.Kill(leader, s.(syscall.Signal)); errors.Is(err, syscall.ESRCH) {
-				if pid := oldestChild(); pid > 0 {
-					_ = syscall.Kill(pid, s.(syscall.Signal))
-				}
+	return cmd.Process.Pid, term, 0, nil
+}
+
+// forwardSignals passes every signal of sigs on to the job's leader.
+func forwardSignals(sigs <-chan os.Signal, leader int) {
+	for s := range sigs {
+		// Once the command has exited (a daemon's parent), the oldest
+		// surviving process of the job stands for it.
+		if err := syscall.Kill(leader, s.(syscall.Signal)); errors.Is(err, syscall.ESRCH) {
+			if pid := oldestChild(); pid > 0 {
+				_ = syscall.Kill(pid, s.(syscall.Signal))
 			}
 		}
-	}()
+	}
+}
+
+// reapJob reaps every process of the job until none is left: the
+// leader's exit status (128+N if signal N killed it), or -1 if it was
+// never seen to exit.
+func reapJob(leader int) (int, error) {
 	code := -1
 	for {
 		var ws syscall.WaitStatus
@@ -142,13 +190,6 @@ func jobInit(argv []string) (int, error) {
 			if ws.Signaled() {
 				code = 128 + int(ws.Signal())
 			}
-		}
-	}
-	if output != nil {
-		// What the job wrote last is still in the pty.
-		select {
-		case <-output:
-		case <-time.After(ptyDrain):
 		}
 	}
 	return code, nil
