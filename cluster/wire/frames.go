@@ -26,9 +26,9 @@ type Frame byte
 // (source agent -> destination agent): a type byte, a big-endian uint32
 // length, the payload.
 const (
-	FrHeader Frame = 'h' // JSON: what the stream is (StreamHeader); on a holder's stream then a stdioHello, both ways
+	FrHeader Frame = 'h' // JSON: what the stream is (StreamHeader); on a holder's stream then a hello (package stdio), both ways
 	// On a holder's stream, FrStdin, FrStdout and FrStderr payloads start
-	// with the 8-byte big-endian offset of their first byte (stdio.go).
+	// with the 8-byte big-endian offset of their first byte (WithAt; package stdio).
 	FrStdin    Frame = 'i' // bytes for the process's stdin
 	FrEOF      Frame = 'e' // the caller's stdin ended
 	FrSignal   Frame = 's' // one byte: a signal for the process
@@ -36,10 +36,10 @@ const (
 	FrStderr   Frame = 'E' // bytes the process wrote to stderr
 	FrExit     Frame = 'x' // JSON: the process ended (ExitInfo)
 	FrCPID     Frame = 'c' // JSON: the cpid of a process just started
-	FrAck      Frame = 'a' // JSON stdioAck, on a holder's stream: how far the sender has got; also the keepalive
+	FrAck      Frame = 'a' // JSON ack (package stdio), on a holder's stream: how far the sender has got; also the keepalive
 	FrData     Frame = 'd' // a piece of an image file
 	FrDataEnd  Frame = 'z' // the images are complete
-	FrPending  Frame = 'p' // JSON: stdio state of a frozen process (stdioState)
+	FrPending  Frame = 'p' // JSON: stdio state of a frozen process (stdio.State)
 	FrRestored Frame = 'r' // JSON: the destination's restore outcome (RestoreReply)
 	FrDecision Frame = 'k' // JSON: the source's verdict (Decision)
 	FrError    Frame = '!' // text: the far side gives up, and why
@@ -50,7 +50,7 @@ const (
 	// from the start: a total, not an increment, so a late or repeated
 	// one changes nothing. The caller's FrStdin stays within it (a caller
 	// past it is cut off with FrError); FrEOF and FrSignal need none.
-	FrCredit Frame = 'C' // stdin the caller may send (stdio.go)
+	FrCredit Frame = 'C' // stdin the caller may send (CreditOf; package stdio)
 	// FrWinsize: the size of the caller's terminal, for a process with a
 	// terminal of its own (jobns.Winsize.Bytes): caller to session to
 	// holder. A state, not a stream: only the latest counts.

@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"ssi/cluster"
+	"ssi/cluster/membership"
+	"ssi/cluster/migration"
 	"ssi/configs"
 	"ssi/migrate"
 )
@@ -30,30 +32,35 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 			}
 			log := newLogger(cfg)
 			a, err := cluster.NewAgent(cluster.Config{
-				NodeName:          cfg.Node.Name,
-				BindAddr:          cfg.Node.BindAddr,
-				AdvertiseAddr:     cfg.Node.AdvertiseAddr,
-				Port:              cfg.Node.Port,
-				DataDir:           cfg.DataDir,
-				Socket:            cfg.Socket,
-				JoinToken:         cfg.JoinToken,
-				Join:              cfg.Join,
-				Discovery:         cfg.Discovery.Enabled,
-				DiscoveryGroup:    cfg.Discovery.Group,
-				DiscoveryInterval: cfg.Discovery.Interval,
-				DiscoveryWait:     cfg.Discovery.Wait,
-				Voters:            cfg.Cluster.Voters,
-				RemoveAfter:       cfg.Cluster.RemoveAfter,
-				ReadWait:          cfg.Cluster.ReadWait,
-				TelemetryInterval: cfg.Cluster.TelemetryInterval,
-				HomeMaxFileSize:   cfg.Home.MaxFileSize,
-				HomeQuota:         cfg.Home.Quota,
-				HomePath:          homePath(cfg),
-				Mountpoint:        cfg.FS.Mountpoint,
-				AttrTimeout:       cfg.FS.AttrTimeout,
-				EntryTimeout:      cfg.FS.EntryTimeout,
-				CRIU:              migrate.Config{Path: cfg.CRIU.Path, NoBreakpoints: cfg.CRIU.NoBreakpoints},
-				CRIUWorkDir:       cfg.CRIU.WorkDir,
+				NodeName:      cfg.Node.Name,
+				BindAddr:      cfg.Node.BindAddr,
+				AdvertiseAddr: cfg.Node.AdvertiseAddr,
+				Port:          cfg.Node.Port,
+				DataDir:       cfg.DataDir,
+				Socket:        cfg.Socket,
+				Membership: membership.Config{
+					JoinToken:         cfg.JoinToken,
+					Join:              cfg.Join,
+					Discovery:         cfg.Discovery.Enabled,
+					DiscoveryGroup:    cfg.Discovery.Group,
+					DiscoveryInterval: cfg.Discovery.Interval,
+					DiscoveryWait:     cfg.Discovery.Wait,
+					Voters:            cfg.Cluster.Voters,
+					RemoveAfter:       cfg.Cluster.RemoveAfter,
+					TelemetryInterval: cfg.Cluster.TelemetryInterval,
+					HomeMaxFileSize:   cfg.Home.MaxFileSize,
+					HomeQuota:         cfg.Home.Quota,
+				},
+				ReadWait:     cfg.Cluster.ReadWait,
+				HomePath:     homePath(cfg),
+				Mountpoint:   cfg.FS.Mountpoint,
+				AttrTimeout:  cfg.FS.AttrTimeout,
+				EntryTimeout: cfg.FS.EntryTimeout,
+				CRIU:         migrate.Config{Path: cfg.CRIU.Path, NoBreakpoints: cfg.CRIU.NoBreakpoints},
+				CRIUWorkDir:  cfg.CRIU.WorkDir,
+				// The tests' failure points, read once here: the
+				// migration's path never reads the environment.
+				MoveHooks: migration.HooksFromEnv(),
 			}, log)
 			if err != nil {
 				return err

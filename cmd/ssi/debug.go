@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 	"ssi/migrate"
 )
 
@@ -33,6 +33,18 @@ func criuClient(cmd *cobra.Command) (*migrate.Client, error) {
 		newLogger(cfg).With("component", "migrate")), nil
 }
 
+// gatedCRIUClient is criuClient once CRIU has passed the gate.
+func gatedCRIUClient(cmd *cobra.Command) (*migrate.Client, error) {
+	c, err := criuClient(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Gate(cmd.Context()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func newDebugDumpCmd() *cobra.Command {
 	var pid int
 	var dir, to string
@@ -49,11 +61,8 @@ processes are. Unless --leave-running, the tree is gone afterwards.`,
 			if (dir == "") == (to == "") || (to != "" && to != "-") {
 				return errors.New("give --dir DIR or --to -")
 			}
-			c, err := criuClient(cmd)
+			c, err := gatedCRIUClient(cmd)
 			if err != nil {
-				return err
-			}
-			if _, err := c.Gate(cmd.Context()); err != nil {
 				return err
 			}
 			work := dir
@@ -81,9 +90,14 @@ processes are. Unless --leave-running, the tree is gone afterwards.`,
 	return cmd
 }
 
+// debugRestoreOptions are ssi debug restore's flags.
+type debugRestoreOptions struct {
+	dir, from string
+	detach    bool
+}
+
 func newDebugRestoreCmd() *cobra.Command {
-	var dir, from string
-	var detach bool
+	var opts debugRestoreOptions
 	cmd := &cobra.Command{
 		Use:   "restore (--dir DIR | --from -)",
 		Short: "Restore a process tree here; wait for it and pass its exit code",
@@ -93,64 +107,73 @@ status, unless --detach.`,
 		Example: "  ssi debug restore --dir /tmp/img\n  ssi debug restore --from - --detach < img.tar",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (dir == "") == (from == "") || (from != "" && from != "-") {
-				return errors.New("give --dir DIR or --from -")
-			}
-			c, err := criuClient(cmd)
-			if err != nil {
-				return err
-			}
-			if _, err := c.Gate(cmd.Context()); err != nil {
-				return err
-			}
-			work := dir
-			if work == "" {
-				if work, err = os.MkdirTemp("", "ssi-restore-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(work)
-				if _, err := migrate.Unpack(os.Stdin, work); err != nil {
-					return err
-				}
-			}
-			r, err := c.Restore(cmd.Context(), migrate.RestoreOptions{Dir: work})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stdout, "%d\n", r.Pid)
-			fmt.Fprintf(os.Stderr, "restored as pid %d in %v\n", r.Pid, r.Restore)
-			if detach {
-				return nil
-			}
-			var ws syscall.WaitStatus
-			for {
-				_, err := syscall.Wait4(r.Pid, &ws, 0, nil)
-				if err == syscall.EINTR {
-					continue
-				}
-				if err != nil {
-					return fmt.Errorf("wait for pid %d: %w", r.Pid, err)
-				}
-				break
-			}
-			if ws.Signaled() {
-				return exitCodeError{128 + int(ws.Signal())}
-			}
-			if ws.ExitStatus() != 0 {
-				return exitCodeError{ws.ExitStatus()}
-			}
-			return nil
+			return runDebugRestore(cmd, opts)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "images directory")
-	cmd.Flags().StringVar(&from, "from", "", `"-": read the images as a stream from stdin`)
-	cmd.Flags().BoolVar(&detach, "detach", false, "do not wait for the restored tree")
+	cmd.Flags().StringVar(&opts.dir, "dir", "", "images directory")
+	cmd.Flags().StringVar(&opts.from, "from", "", `"-": read the images as a stream from stdin`)
+	cmd.Flags().BoolVar(&opts.detach, "detach", false, "do not wait for the restored tree")
 	return cmd
+}
+
+// runDebugRestore is ssi debug restore's body: it restores the images
+// of opts.dir (or of stdin) and, unless opts.detach, waits for the tree.
+func runDebugRestore(cmd *cobra.Command, opts debugRestoreOptions) error {
+	if (opts.dir == "") == (opts.from == "") || (opts.from != "" && opts.from != "-") {
+		return errors.New("give --dir DIR or --from -")
+	}
+	c, err := gatedCRIUClient(cmd)
+	if err != nil {
+		return err
+	}
+	work := opts.dir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "ssi-restore-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+		if _, err := migrate.Unpack(os.Stdin, work); err != nil {
+			return err
+		}
+	}
+	r, err := c.Restore(cmd.Context(), migrate.RestoreOptions{Dir: work})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stdout, "%d\n", r.Pid)
+	fmt.Fprintf(os.Stderr, "restored as pid %d in %v\n", r.Pid, r.Restore)
+	if opts.detach {
+		return nil
+	}
+	return waitRestored(r.Pid)
+}
+
+// waitRestored waits for the restored tree's root, pid, and passes its
+// status on: an exitCodeError unless it exited 0.
+func waitRestored(pid int) error {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait for pid %d: %w", pid, err)
+		}
+		break
+	}
+	if ws.Signaled() {
+		return exitCodeError{128 + int(ws.Signal())}
+	}
+	if ws.ExitStatus() != 0 {
+		return exitCodeError{ws.ExitStatus()}
+	}
+	return nil
 }
 
 // newDebugRaftBenchCmd measures Raft applies through the local agent.
 func newDebugRaftBenchCmd() *cobra.Command {
-	var req cluster.BenchRequest
+	var req api.BenchRequest
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "raft-bench",
@@ -162,7 +185,7 @@ func newDebugRaftBenchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cluster.NewClient(cfg.Socket).RaftBench(cmd.Context(), req)
+			res, err := api.NewClient(cfg.Socket).RaftBench(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -202,8 +225,8 @@ func newDebugAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return cluster.NewClient(cfg.Socket).SetAdmin(cmd.Context(),
-				cluster.AdminRequest{Node: node, Switch: args[0], Value: args[1] == "1"})
+			return api.NewClient(cfg.Socket).SetAdmin(cmd.Context(),
+				api.AdminRequest{Node: node, Switch: args[0], Value: args[1] == "1"})
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "node (default: this one)")
@@ -253,7 +276,7 @@ func newDebugBarrierCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return cluster.NewClient(cfg.Socket).SetReadBarrier(cmd.Context(), args[0] == "on")
+			return api.NewClient(cfg.Socket).SetReadBarrier(cmd.Context(), args[0] == "on")
 		},
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 )
 
 func newNodesCmd() *cobra.Command {
@@ -24,7 +24,7 @@ func newNodesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nodes, err := cluster.NewClient(cfg.Socket).Nodes(cmd.Context())
+			nodes, err := api.NewClient(cfg.Socket).Nodes(cmd.Context())
 			if err != nil {
 				return err
 			}

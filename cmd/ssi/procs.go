@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 )
 
 func parseCPID(s string) (int, error) {
@@ -41,7 +41,7 @@ error says why (also in /cluster/proc/CPID/cantmove).`,
 			if err != nil {
 				return err
 			}
-			if err := cluster.NewClient(cfg.Socket).Migrate(cmd.Context(), cpid, args[1]); err != nil {
+			if err := api.NewClient(cfg.Socket).Migrate(cmd.Context(), cpid, args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d: moved (%s)\n", cpid, args[1])
@@ -62,7 +62,7 @@ func newPsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			procs, err := cluster.NewClient(cfg.Socket).Procs(cmd.Context())
+			procs, err := api.NewClient(cfg.Socket).Procs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -106,7 +106,7 @@ of the job; --all sends it to every process of the job.`,
 			if err != nil {
 				return err
 			}
-			return cluster.NewClient(cfg.Socket).Kill(cmd.Context(), cluster.KillRequest{CPID: cpid, Signal: int(s), All: all})
+			return api.NewClient(cfg.Socket).Kill(cmd.Context(), api.KillRequest{CPID: cpid, Signal: int(s), All: all})
 		},
 	}
 	cmd.Flags().StringVarP(&sig, "signal", "s", "TERM", "signal name (TERM, KILL, INT, HUP, USR1, ...) or number")
@@ -142,7 +142,7 @@ func newWaitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cluster.NewClient(cfg.Socket).Wait(cmd.Context(), cpid)
+			res, err := api.NewClient(cfg.Socket).Wait(cmd.Context(), cpid)
 			if err != nil {
 				return err
 			}
@@ -169,7 +169,7 @@ func newMigrationsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			moves, err := cluster.NewClient(cfg.Socket).Moves(cmd.Context())
+			moves, err := api.NewClient(cfg.Socket).Moves(cmd.Context())
 			if err != nil {
 				return err
 			}

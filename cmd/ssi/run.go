@@ -12,13 +12,18 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 	"ssi/cluster/jobns"
 )
 
+// runOptions are ssi run's flags.
+type runOptions struct {
+	detach, best, tty bool
+	node              string
+}
+
 func newRunCmd() *cobra.Command {
-	var detach, best, tty bool
-	var node string
+	var opts runOptions
 	cmd := &cobra.Command{
 		Use:   "run [-d] [-t] [--node N|--best] -- CMD [ARGS...]",
 		Short: "Start CMD as a cluster process (migratable); -d prints its cpid",
@@ -44,93 +49,116 @@ while relaying (attached); --best moves it to the least loaded node.`,
 		Example: "  ssi run -d -- sleep 1000\n  ssi run -- ./simulate --steps 1000\n  ssi run -t -- bash",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if node != "" && best {
-				return errors.New("give --node or --best, not both")
-			}
-			if tty && detach {
-				return errors.New("-t needs an attached caller: give -t or -d, not both")
-			}
-			target := node
-			if best {
-				target = "balance"
-			}
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			dir, err := os.Getwd()
-			if err != nil {
-				return err
-			}
-			c := cluster.NewClient(cfg.Socket)
-			req := cluster.RunRequest{Argv: args, Dir: dir, Env: os.Environ()}
-			if detach {
-				cpid, err := c.Run(cmd.Context(), req)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), cpid)
-				if target != "" && target != cfg.Node.Name {
-					if err := c.Migrate(cmd.Context(), cpid, target); err != nil {
-						return fmt.Errorf("started as %d here, but moving it to %s: %w", cpid, target, err)
-					}
-				}
-				return nil
-			}
-			var term *callerTerm
-			if tty {
-				term = newCallerTerm(os.Stdin, os.Stdout)
-				req.TTY, req.Size = true, term.size()
-				if term.in < 0 {
-					fmt.Fprintf(os.Stderr, "ssi run: stdin is not a terminal: the process gets one of %dx%d all the same\n",
-						req.Size.Cols, req.Size.Rows)
-				}
-			}
-			at, err := c.RunAttached(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if term != nil {
-				if err := term.makeRaw(); err != nil {
-					fmt.Fprintf(os.Stderr, "ssi run: this terminal stays as it is: %v\n", err)
-				}
-				// Every way out of RunE passes here; a signal that would
-				// end us is caught below and passed on instead.
-				defer term.restore()
-				winch := make(chan os.Signal, 1)
-				signal.Notify(winch, syscall.SIGWINCH)
-				defer signal.Stop(winch)
-				go func() {
-					for range winch {
-						_ = at.Resize(term.size())
-					}
-				}()
-			}
-			if target != "" && target != cfg.Node.Name {
-				go func() {
-					if err := c.Migrate(cmd.Context(), at.CPID, target); err != nil {
-						term.warnf(os.Stderr, "ssi run: %d stays here: moving it to %s: %v\n", at.CPID, target, err)
-					}
-				}()
-			}
-			sigs := make(chan os.Signal, 8)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
-				syscall.SIGUSR1, syscall.SIGUSR2)
-			code, err := at.Relay(os.Stdin, os.Stdout, os.Stderr, sigs)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return exitCodeError{code}
-			}
-			return nil
+			return runRun(cmd, args, opts)
 		},
 	}
-	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "detach and print the cpid")
-	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the process a terminal of its own, relayed to this one")
-	cmd.Flags().StringVar(&node, "node", "", "run it on this node")
-	cmd.Flags().BoolVar(&best, "best", false, "run it on the least loaded node")
+	cmd.Flags().BoolVarP(&opts.detach, "detach", "d", false, "detach and print the cpid")
+	cmd.Flags().BoolVarP(&opts.tty, "tty", "t", false, "give the process a terminal of its own, relayed to this one")
+	cmd.Flags().StringVar(&opts.node, "node", "", "run it on this node")
+	cmd.Flags().BoolVar(&opts.best, "best", false, "run it on the least loaded node")
 	return cmd
+}
+
+// runRun is ssi run's body: it checks the flags, then starts args
+// detached or attached.
+func runRun(cmd *cobra.Command, args []string, opts runOptions) error {
+	if opts.node != "" && opts.best {
+		return errors.New("give --node or --best, not both")
+	}
+	if opts.tty && opts.detach {
+		return errors.New("-t needs an attached caller: give -t or -d, not both")
+	}
+	target := opts.node
+	if opts.best {
+		target = "balance"
+	}
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	c := api.NewClient(cfg.Socket)
+	req := api.RunRequest{Argv: args, Dir: dir, Env: os.Environ()}
+	// An empty target, or this node, means the process stays here.
+	if target == cfg.Node.Name {
+		target = ""
+	}
+	if opts.detach {
+		return runDetached(cmd, c, req, target)
+	}
+	return runAttached(cmd, c, req, target, opts.tty)
+}
+
+// runDetached starts req, prints its cpid and, given a target, moves it
+// there before returning.
+func runDetached(cmd *cobra.Command, c *api.Client, req api.RunRequest, target string) error {
+	cpid, err := c.Run(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), cpid)
+	if target != "" {
+		if err := c.Migrate(cmd.Context(), cpid, target); err != nil {
+			return fmt.Errorf("started as %d here, but moving it to %s: %w", cpid, target, err)
+		}
+	}
+	return nil
+}
+
+// runAttached starts req and relays this terminal to it until it exits,
+// moving it to target (if any) meanwhile; a non-zero exit code becomes
+// an exitCodeError.
+func runAttached(cmd *cobra.Command, c *api.Client, req api.RunRequest, target string, tty bool) error {
+	var term *callerTerm
+	if tty {
+		term = newCallerTerm(os.Stdin, os.Stdout)
+		req.TTY, req.Size = true, term.size()
+		if term.in < 0 {
+			fmt.Fprintf(os.Stderr, "ssi run: stdin is not a terminal: the process gets one of %dx%d all the same\n",
+				req.Size.Cols, req.Size.Rows)
+		}
+	}
+	at, err := c.RunAttached(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	if term != nil {
+		if err := term.makeRaw(); err != nil {
+			fmt.Fprintf(os.Stderr, "ssi run: this terminal stays as it is: %v\n", err)
+		}
+		// Every way out of runAttached passes here; a signal that would
+		// end us is caught below and passed on instead.
+		defer term.restore()
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				_ = at.Resize(term.size())
+			}
+		}()
+	}
+	if target != "" {
+		go func() {
+			if err := c.Migrate(cmd.Context(), at.CPID, target); err != nil {
+				term.warnf(os.Stderr, "ssi run: %d stays here: moving it to %s: %v\n", at.CPID, target, err)
+			}
+		}()
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2)
+	code, err := at.Relay(os.Stdin, os.Stdout, os.Stderr, sigs)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitCodeError{code}
+	}
+	return nil
 }
 
 // callerTerm is the terminal of `ssi run -t`'s caller: where the size of

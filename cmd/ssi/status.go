@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -20,7 +20,7 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := cluster.NewClient(cfg.Socket).Status(cmd.Context())
+			st, err := api.NewClient(cfg.Socket).Status(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ssi/cluster"
+	"ssi/cluster/api"
 	"ssi/cluster/transport"
 )
 
@@ -34,7 +34,7 @@ first of them forms the cluster with it.`,
 				if lerr != nil {
 					return lerr
 				}
-				t, err = cluster.NewClient(cfg.Socket).CreateToken(cmd.Context())
+				t, err = api.NewClient(cfg.Socket).CreateToken(cmd.Context())
 			}
 			if err != nil {
 				return err

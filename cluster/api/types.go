@@ -1,0 +1,130 @@
+package api
+
+import (
+	"time"
+
+	"ssi/cluster/jobns"
+)
+
+// NodeInfo is one line of `ssi nodes`: agreed facts from the Raft state
+// joined with the node's latest load sample.
+type NodeInfo struct {
+	Name     string          `json:"name"`
+	Addr     string          `json:"addr"`
+	State    string          `json:"state"` // up, down
+	Role     string          `json:"role"`  // leader, follower
+	Voter    bool            `json:"voter"`
+	Load     float64         `json:"load"`
+	CPUs     float64         `json:"cpus"`
+	MemTotal uint64          `json:"mem_total"`
+	MemFree  uint64          `json:"mem_free"`
+	Procs    int             `json:"procs"`
+	Admin    map[string]bool `json:"admin"`
+	LastSeen *time.Time      `json:"last_seen,omitempty"`
+}
+
+// StatusInfo is `ssi status`: the cluster's health in a few lines.
+type StatusInfo struct {
+	Node         string `json:"node"` // the node that answered
+	ClusterID    string `json:"cluster_id"`
+	Leader       string `json:"leader"`
+	NodesUp      int    `json:"nodes_up"`
+	NodesTotal   int    `json:"nodes_total"`
+	Voters       int    `json:"voters"`
+	Quorum       bool   `json:"quorum"`
+	Procs        int    `json:"procs"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// StaleReads: no quorum answered the read barrier, so this node
+	// serves reads from its replica as it is.
+	StaleReads bool `json:"stale_reads"`
+}
+
+// Health is the answer of /v1/health.
+type Health struct {
+	Node   string `json:"node"`
+	Status string `json:"status"` // "member", or "joining" before it is one
+	Pid    int    `json:"pid"`
+	Uptime string `json:"uptime"`
+}
+
+// AdminRequest sets one of a node's admin switches.
+type AdminRequest struct {
+	Node   string `json:"node"`
+	Switch string `json:"switch"`
+	Value  bool   `json:"value"`
+}
+
+// RunRequest starts a cluster process on this node.
+type RunRequest struct {
+	Argv   []string `json:"argv"`
+	Dir    string   `json:"dir"`
+	Env    []string `json:"env"`
+	Attach bool     `json:"attach,omitempty"`
+	// TTY gives the process a terminal of its own (attached only), of
+	// size Size at first (jobns.DefaultWinsize if zero).
+	TTY  bool          `json:"tty,omitempty"`
+	Size jobns.Winsize `json:"size,omitzero"`
+}
+
+// ProcInfo is one line of `ssi ps`.
+type ProcInfo struct {
+	CPID     int       `json:"cpid"`
+	Node     string    `json:"node"`
+	Home     string    `json:"home"`
+	UID      int       `json:"uid"`
+	User     string    `json:"user"`
+	State    string    `json:"state"`
+	CPU      float64   `json:"cpu"` // percent of one CPU
+	RSS      uint64    `json:"rss"` // bytes
+	Pid      int       `json:"pid"` // on the node it runs on
+	NMigs    int       `json:"nmigs"`
+	Lock     bool      `json:"lock"`
+	CantMove string    `json:"cantmove,omitempty"`
+	Argv     []string  `json:"argv"`
+	Started  time.Time `json:"started"`
+}
+
+// KillRequest signals a cluster process wherever it runs.
+type KillRequest struct {
+	CPID   int  `json:"cpid"`
+	Signal int  `json:"signal"`
+	All    bool `json:"all"`
+	UID    int  `json:"uid"`
+	// Forwarded: sent by the node the caller asked; a node that finds the
+	// process gone from it answers EBUSY and the sender looks again,
+	// rather than passing the signal on.
+	Forwarded bool `json:"forwarded,omitempty"`
+}
+
+// WaitResult is how a process ended; Code is nil when unknown.
+type WaitResult struct {
+	Code *int `json:"code"`
+}
+
+// MigrateRequest asks to move a process ("NODE", "home" or "balance").
+type MigrateRequest struct {
+	CPID   int    `json:"cpid"`
+	Target string `json:"target"`
+	UID    uint32 `json:"uid"`
+}
+
+// BenchRequest asks the agent to measure Raft applies.
+type BenchRequest struct {
+	N           int `json:"n"`
+	Concurrency int `json:"concurrency"`
+	// Barrier measures read barriers (the linearizable read's round
+	// trip) instead of applies.
+	Barrier bool `json:"barrier,omitempty"`
+}
+
+// BenchResult is what one run measured, from this node: commands forwarded
+// to the leader when this node follows.
+type BenchResult struct {
+	N           int     `json:"n"`
+	Concurrency int     `json:"concurrency"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	PerSecond   float64 `json:"per_second"`
+	// Rounds is how many barrier round trips served the N barriers.
+	Rounds uint64 `json:"rounds,omitempty"`
+}

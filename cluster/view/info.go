@@ -1,0 +1,157 @@
+package view
+
+import (
+	"encoding/json"
+	"net/http"
+	"os/user"
+	"sort"
+	"strconv"
+	"strings"
+
+	"ssi/cluster/api"
+	"ssi/cluster/membership"
+	"ssi/raftstore"
+)
+
+// nodeInfos joins the agreed node list with Raft roles and telemetry.
+func (v *View) NodeInfos(s *raftstore.Store) []api.NodeInfo {
+	leader, _ := s.Leader()
+	voters := map[string]bool{}
+	servers, _ := s.Servers()
+	for _, srv := range servers {
+		voters[srv.ID] = srv.Voter
+	}
+	procs := map[string]int{}
+	for _, p := range s.Procs() {
+		procs[p.Node]++
+	}
+	var out []api.NodeInfo
+	for _, n := range s.Nodes() {
+		info := api.NodeInfo{Name: n.Name, Addr: n.Addr, State: string(n.State), Role: "follower",
+			Voter: voters[n.Name], CPUs: n.CPUs, MemTotal: n.Memory, Procs: procs[n.Name],
+			Admin: n.Admin.Map()}
+		if n.Name == leader {
+			info.Role = "leader"
+		}
+		if smp, ok := v.tel.Get(n.Name); ok {
+			info.Load, info.CPUs, info.MemTotal, info.MemFree = smp.Load, smp.CPUs, smp.MemTotal, smp.MemFree
+			seen := smp.Seen
+			info.LastSeen = &seen
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (v *View) HandleNodes(w http.ResponseWriter, _ *http.Request) {
+	s, err := v.c.Store()
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, v.NodeInfos(s))
+}
+
+func (v *View) HandleStatus(w http.ResponseWriter, _ *http.Request) {
+	s, err := v.c.Store()
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	leader, _ := s.Leader()
+	st := api.StatusInfo{Node: v.node, ClusterID: membership.ClusterID(v.c.Identity()), Leader: leader,
+		Quorum: leader != "" && !v.c.Stale(), Procs: len(s.Procs()), AppliedIndex: s.AppliedIndex(),
+		StaleReads: v.c.Stale()}
+	for _, n := range s.Nodes() {
+		st.NodesTotal++
+		if n.State == raftstore.NodeUp {
+			st.NodesUp++
+		}
+	}
+	servers, _ := s.Servers()
+	for _, srv := range servers {
+		if srv.Voter {
+			st.Voters++
+		}
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}
+
+func (v *View) HandleAdmin(w http.ResponseWriter, r *http.Request) {
+	var req api.AdminRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		api.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.Node == "" {
+		req.Node = v.node
+	}
+	if _, err := v.c.Apply(r.Context(), raftstore.AdminSet{Node: req.Node, Switch: req.Switch, Value: req.Value}); err != nil {
+		api.WriteError(w, http.StatusConflict, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, struct{}{})
+}
+func (v *View) HandleProcs(w http.ResponseWriter, _ *http.Request) {
+	s, err := v.c.Store()
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, v.ProcInfos(s))
+}
+
+// procInfos joins the agreed processes with their nodes' samples. Why a
+// process cannot move comes from its node's sample (what it holds now)
+// or else from the agreed state (why its last move failed, as every node
+// knows the moment the mover does).
+func (v *View) ProcInfos(s *raftstore.Store) []api.ProcInfo {
+	out := []api.ProcInfo{}
+	lastMove := map[int]raftstore.MoveRecord{}
+	for _, m := range s.Moves() {
+		lastMove[m.CPID] = m
+	}
+	for _, p := range s.Procs() {
+		pi := api.ProcInfo{CPID: p.CPID, Node: p.Node, Home: p.Home, UID: p.UID, User: userName(p.UID),
+			State: string(p.State), NMigs: p.NMigs, Lock: p.Lock, Argv: p.Argv, Started: p.StartedAt}
+		if smp, ok := v.tel.Get(p.Node); ok {
+			if ps, ok := smp.Procs[p.CPID]; ok {
+				pi.Pid, pi.CPU, pi.RSS, pi.CantMove = ps.Pid, ps.CPU, ps.RSS, ps.CantMove
+			}
+		}
+		if m, ok := lastMove[p.CPID]; ok && pi.CantMove == "" && !m.Committed && m.Reason != "" {
+			pi.CantMove = firstLineOf(m.Reason)
+		}
+		if p.State == raftstore.ProcMigrating {
+			pi.CantMove = "a migration is under way"
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+func (v *View) HandleMoves(w http.ResponseWriter, _ *http.Request) {
+	s, err := v.c.Store()
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, s.Moves())
+}
+
+// userName is uid's login name, or the number.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
+}
+
+// firstLineOf is s up to its first newline: cantmove is one line.
+func firstLineOf(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
