@@ -52,8 +52,7 @@ func TestMountedHomeInterrupt(t *testing.T) {
 		t.Run(c.call, func(t *testing.T) {
 			g := h.holdNext(c.op)
 			defer h.gate.Store(nil)
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHomeInterruptHelper$")
-			cmd.Env = append(os.Environ(), helperEnv+"="+c.call, helperDirEnv+"="+home)
+			cmd := helperCommand(c.call, home)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
@@ -133,75 +132,103 @@ func TestMountedHomeKilled(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(home, "db"), []byte("abc"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		name, call, op string
-		frozen         bool
-	}{
+	for _, c := range []killedCase{
 		{"truncate", "truncate", "SetAttr", false},
 		{"frozen truncate", "truncate", "SetAttr", true},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			g := h.holdNext(c.op)
-			defer h.gate.Store(nil)
-			defer func() {
-				select {
-				case <-g.open:
-				default:
-					close(g.open)
-				}
-			}()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHomeInterruptHelper$")
-			cmd.Env = append(os.Environ(), helperEnv+"="+c.call, helperDirEnv+"="+home)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = cmd.Process.Kill() }()
-			select {
-			case <-g.entered:
-			case <-time.After(waitFor):
-				t.Fatalf("%s never reached %s", c.call, c.op)
-			}
-			if c.frozen {
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
-				if err := unix.PtraceSeize(g.caller); err != nil {
-					t.Fatal(err)
-				}
-				if err := unix.PtraceInterrupt(g.caller); err != nil {
-					t.Fatal(err)
-				}
-				select {
-				case err := <-g.left:
-					t.Fatalf("the freeze cut %s short: %v", c.op, err)
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-			if err := cmd.Process.Signal(os.Kill); err != nil {
-				t.Fatal(err)
-			}
-			if c.frozen {
-				// A traced thread's end is its tracer's to collect first.
-				deadline := time.Now().Add(time.Second)
-				for {
-					var ws unix.WaitStatus
-					if pid, err := unix.Wait4(g.caller, &ws, unix.WALL|unix.WNOHANG, nil); err != nil || pid == g.caller && (ws.Exited() || ws.Signaled()) {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("a killed %s waited for its answer", c.call)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
-			ended := make(chan error, 1)
-			go func() { ended <- cmd.Wait() }()
-			select {
-			case <-ended:
-			case <-time.After(time.Second):
-				t.Fatalf("a killed %s waited for its answer", c.call)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { c.run(t, h, home) })
 	}
+}
+
+// killedCase is one caller of TestMountedHomeKilled: it makes call, held
+// in op, and is killed there, frozen first or not.
+type killedCase struct {
+	name, call, op string
+	frozen         bool
+}
+
+func (c killedCase) run(t *testing.T, h *memHome, home string) {
+	g := h.holdNext(c.op)
+	defer h.gate.Store(nil)
+	defer func() {
+		select {
+		case <-g.open:
+		default:
+			close(g.open)
+		}
+	}()
+	cmd := helperCommand(c.call, home)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	select {
+	case <-g.entered:
+	case <-time.After(waitFor):
+		t.Fatalf("%s never reached %s", c.call, c.op)
+	}
+	if c.frozen {
+		// The tracer is a thread: seizing, and collecting the traced
+		// thread's end, must come from this one.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		seizeHeld(t, g, c.op)
+	}
+	if err := cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	if c.frozen {
+		reapTraced(t, g, c.call)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(time.Second):
+		t.Fatalf("a killed %s waited for its answer", c.call)
+	}
+}
+
+// seizeHeld seizes and interrupts the thread whose request waits at g,
+// as CRIU does, and fails if the interrupt ends the held op. The caller
+// locks its OS thread first.
+func seizeHeld(t *testing.T, g *gate, op string) {
+	t.Helper()
+	if err := unix.PtraceSeize(g.caller); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.PtraceInterrupt(g.caller); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-g.left:
+		t.Fatalf("the freeze cut %s short: %v", op, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// reapTraced waits for the killed, traced thread at g to end: a traced
+// thread's end is its tracer's to collect first.
+func reapTraced(t *testing.T, g *gate, call string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		var ws unix.WaitStatus
+		if pid, err := unix.Wait4(g.caller, &ws, unix.WALL|unix.WNOHANG, nil); err != nil || pid == g.caller && (ws.Exited() || ws.Signaled()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a killed %s waited for its answer", call)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// helperCommand runs TestHomeInterruptHelper, making call in home.
+func helperCommand(call, home string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHomeInterruptHelper$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+call, helperDirEnv+"="+home)
+	return cmd
 }
 
 const (

@@ -94,23 +94,7 @@ func TestHomeErrseq(t *testing.T) {
 	h.failWith(nil)
 	c := hopen(t, n, syscall.O_WRONLY) // after the failure
 
-	steps := []struct {
-		name string
-		op   func() syscall.Errno
-		want syscall.Errno
-	}{
-		{"a writes", func() syscall.Errno { return hwrite(t, n, a, 0, "x") }, syscall.EROFS},
-		{"a writes again", func() syscall.Errno { return hwrite(t, n, a, 0, "x") }, 0},
-		{"a closes", func() syscall.Errno { return n.Flush(ctx, a) }, 0},
-		{"b fsyncs", func() syscall.Errno { return n.Fsync(ctx, b, 0) }, syscall.EROFS},
-		{"b closes", func() syscall.Errno { return n.Flush(ctx, b) }, 0},
-		{"c writes", func() syscall.Errno { return hwrite(t, n, c, 1, "y") }, 0},
-		{"c closes", func() syscall.Errno { return n.Flush(ctx, c) }, 0},
-		{"the reader closes", func() syscall.Errno { return n.Flush(ctx, r) }, 0},
-		{"the reader fsyncs", func() syscall.Errno { return n.Fsync(ctx, r, 0) }, syscall.EROFS},
-		{"the reader fsyncs again", func() syscall.Errno { return n.Fsync(ctx, r, 0) }, 0},
-	}
-	for _, s := range steps {
+	for _, s := range errseqSteps(t, n, a, b, c, r) {
 		if got := s.op(); got != s.want {
 			t.Fatalf("%s: %v, want %v", s.name, got, s.want)
 		}
@@ -124,21 +108,7 @@ func TestHomeErrseq(t *testing.T) {
 	if e := hwrite(t, n, a, 2, "zz"); e != 0 {
 		t.Fatal(e)
 	}
-	h.hold.Store(true)
-	truncated := start(func() error {
-		var in fuse.SetAttrIn
-		in.Valid, in.Size = fuse.FATTR_SIZE, 0
-		var out fuse.AttrOut
-		if e := n.Setattr(ctx, nil, &in, &out); e != 0 {
-			return e
-		}
-		return nil
-	})
-	h.nextWrite(t).refuse(ErrNoQuorum)
-	if err := await(t, "truncate", truncated); err != syscall.EROFS {
-		t.Fatalf("truncate: %v, want EROFS", err)
-	}
-	h.hold.Store(false)
+	failTruncate(t, h, n)
 	if got := h.content(a.ino); got != "xy" {
 		t.Fatalf("after the failed truncate the replica holds %q", got)
 	}
@@ -151,6 +121,52 @@ func TestHomeErrseq(t *testing.T) {
 			t.Fatalf("close of %s after the truncate: %v, want %v", s.name, got, s.want)
 		}
 	}
+}
+
+// errnoStep is one call on a handle and the errno it must give.
+type errnoStep struct {
+	name string
+	op   func() syscall.Errno
+	want syscall.Errno
+}
+
+// errseqSteps are TestHomeErrseq's calls after a's batch failed: a and b
+// were open then, c opened after, r only reads.
+func errseqSteps(t *testing.T, n *homeNode, a, b, c, r *homeHandle) []errnoStep {
+	ctx := context.Background()
+	return []errnoStep{
+		{"a writes", func() syscall.Errno { return hwrite(t, n, a, 0, "x") }, syscall.EROFS},
+		{"a writes again", func() syscall.Errno { return hwrite(t, n, a, 0, "x") }, 0},
+		{"a closes", func() syscall.Errno { return n.Flush(ctx, a) }, 0},
+		{"b fsyncs", func() syscall.Errno { return n.Fsync(ctx, b, 0) }, syscall.EROFS},
+		{"b closes", func() syscall.Errno { return n.Flush(ctx, b) }, 0},
+		{"c writes", func() syscall.Errno { return hwrite(t, n, c, 1, "y") }, 0},
+		{"c closes", func() syscall.Errno { return n.Flush(ctx, c) }, 0},
+		{"the reader closes", func() syscall.Errno { return n.Flush(ctx, r) }, 0},
+		{"the reader fsyncs", func() syscall.Errno { return n.Fsync(ctx, r, 0) }, syscall.EROFS},
+		{"the reader fsyncs again", func() syscall.Errno { return n.Fsync(ctx, r, 0) }, 0},
+	}
+}
+
+// failTruncate truncates n to 0 and has the replica refuse the commit:
+// the truncate must say so.
+func failTruncate(t *testing.T, h *memHome, n *homeNode) {
+	t.Helper()
+	h.hold.Store(true)
+	truncated := start(func() error {
+		var in fuse.SetAttrIn
+		in.Valid, in.Size = fuse.FATTR_SIZE, 0
+		var out fuse.AttrOut
+		if e := n.Setattr(context.Background(), nil, &in, &out); e != 0 {
+			return e
+		}
+		return nil
+	})
+	h.nextWrite(t).refuse(ErrNoQuorum)
+	if err := await(t, "truncate", truncated); err != syscall.EROFS {
+		t.Fatalf("truncate: %v, want EROFS", err)
+	}
+	h.hold.Store(false)
 }
 
 // This node's lookups and stats see the size its writers made, buffered
@@ -283,8 +299,16 @@ func TestHomeFlushHome(t *testing.T) {
 
 	// A failure: FlushHome reports its own commit's failure; an older one
 	// stays the writers' (each hears of it once), not every later flush's.
-	w1b := hopen(t, n1, syscall.O_WRONLY)
-	if e := hwrite(t, n1, w1, 0, "x"); e != 0 {
+	flushHomeFailure(t, h, m, n1, w1)
+}
+
+// flushHomeFailure has a commit of w's writes on n fail under FlushHome,
+// with a second writer on n open.
+func flushHomeFailure(t *testing.T, h *memHome, m *Mounted, n *homeNode, w *homeHandle) {
+	t.Helper()
+	ctx := context.Background()
+	wb := hopen(t, n, syscall.O_WRONLY)
+	if e := hwrite(t, n, w, 0, "x"); e != 0 {
 		t.Fatal(e)
 	}
 	h.failWith(ErrNoQuorum)
@@ -292,16 +316,16 @@ func TestHomeFlushHome(t *testing.T) {
 		t.Fatalf("a failed commit: %v", err)
 	}
 	h.failWith(nil)
-	if e := n1.Flush(ctx, w1); e != syscall.EROFS {
+	if e := n.Flush(ctx, w); e != syscall.EROFS {
 		t.Fatalf("the writer's close: %v, want EROFS", e)
 	}
 	if err := m.FlushHome(ctx); err != nil {
 		t.Fatalf("an older failure, a writer not yet told: %v", err)
 	}
-	if e := hwrite(t, n1, w1b, 0, "y"); e != syscall.EROFS {
+	if e := hwrite(t, n, wb, 0, "y"); e != syscall.EROFS {
 		t.Fatalf("the other writer's write: %v, want EROFS", e)
 	}
-	if e := hwrite(t, n1, w1b, 0, "y"); e != 0 {
+	if e := hwrite(t, n, wb, 0, "y"); e != 0 {
 		t.Fatalf("the other writer's next write, told once: %v", e)
 	}
 }

@@ -20,15 +20,7 @@ import (
 func TestDumpThroughPageServer(t *testing.T) {
 	needCRIU(t)
 	counts := filepath.Join(t.TempDir(), "counts")
-	start := exec.Command(os.Args[0])
-	start.Env = append(os.Environ(), "SSI_MIGRATE_HELPER=start", "SSI_COUNTER_FILE="+counts)
-	out, err := start.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := start.Start(); err != nil {
-		t.Fatal(err)
-	}
+	start, out := startLocalCounter(t, counts)
 	defer func() { _ = start.Process.Kill(); _ = start.Wait() }()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
@@ -37,32 +29,11 @@ func TestDumpThroughPageServer(t *testing.T) {
 	pid, _ := strconv.Atoi(strings.TrimSpace(line))
 	waitFor(t, "the counter to count", func() bool { return len(readCounts(t, counts)) > 3 })
 
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dumpEnd, serverEnd := os.NewFile(uintptr(fds[0]), "dump"), os.NewFile(uintptr(fds[1]), "server")
 	src, dst := t.TempDir(), t.TempDir()
 	c := migrate.New(criuConfig(), nil)
-	if _, err := c.StartPageServer(context.Background(), dst, serverEnd); err != nil {
-		t.Fatal(err)
-	}
-	serverEnd.Close()
-	if _, err := c.Dump(context.Background(), migrate.DumpOptions{Pid: pid, Dir: src, PageServer: dumpEnd}); err != nil {
-		t.Fatal(err)
-	}
-	dumpEnd.Close()
+	dumpToPageServer(t, c, pid, src, dst)
 	before := readCounts(t, counts)
-	ents, _ := os.ReadDir(src)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "pages-") {
-			t.Fatalf("%s was written locally: the pages did not go to the page server", e.Name())
-		}
-		copyFile(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
-	}
-	if m, _ := filepath.Glob(filepath.Join(dst, "pages-*.img")); len(m) == 0 {
-		t.Fatal("the page server wrote no pages")
-	}
+	copyImages(t, src, dst)
 	r, err := c.Restore(context.Background(), migrate.RestoreOptions{Dir: dst})
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +51,57 @@ func TestDumpThroughPageServer(t *testing.T) {
 	after := readCounts(t, counts)
 	if after[len(before)] != last+1 {
 		t.Fatalf("after %d the restored counter wrote %d", last, after[len(before)])
+	}
+}
+
+// startLocalCounter starts the counter helper in this namespace, writing
+// to counts; it prints its pid on the returned pipe.
+func startLocalCounter(t *testing.T, counts string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	start := exec.Command(os.Args[0])
+	start.Env = append(os.Environ(), "SSI_MIGRATE_HELPER=start", "SSI_COUNTER_FILE="+counts)
+	out, err := start.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := start.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return start, out
+}
+
+// dumpToPageServer dumps pid into src with its pages sent over a socket
+// pair to a page server writing into dst.
+func dumpToPageServer(t *testing.T, c *migrate.Client, pid int, src, dst string) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dumpEnd, serverEnd := os.NewFile(uintptr(fds[0]), "dump"), os.NewFile(uintptr(fds[1]), "server")
+	if _, err := c.StartPageServer(context.Background(), dst, serverEnd); err != nil {
+		t.Fatal(err)
+	}
+	serverEnd.Close()
+	if _, err := c.Dump(context.Background(), migrate.DumpOptions{Pid: pid, Dir: src, PageServer: dumpEnd}); err != nil {
+		t.Fatal(err)
+	}
+	dumpEnd.Close()
+}
+
+// copyImages copies the images dump left in src to dst, where the page
+// server wrote the pages: none may be in src.
+func copyImages(t *testing.T, src, dst string) {
+	t.Helper()
+	ents, _ := os.ReadDir(src)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "pages-") {
+			t.Fatalf("%s was written locally: the pages did not go to the page server", e.Name())
+		}
+		copyFile(t, filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()))
+	}
+	if m, _ := filepath.Glob(filepath.Join(dst, "pages-*.img")); len(m) == 0 {
+		t.Fatal("the page server wrote no pages")
 	}
 }
 

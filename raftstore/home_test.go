@@ -8,6 +8,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"ssi/raftstore/internal/testutil"
 )
 
 func allHomeCommands() []Command {
@@ -135,9 +137,15 @@ func TestFSMHomeCreate(t *testing.T) {
 	})
 }
 
-func TestFSMHomeWriteTruncate(t *testing.T) {
+func TestFSMHomeWrite(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), HomeBlockSize/16*2+10) // > 2 blocks
-	runFSMCases(t, []fsmCase{
+	runFSMCases(t, append(homeWriteLayoutCases(big), homeWriteRefusedCases()...))
+}
+
+// homeWriteLayoutCases write big and check how it lies in blocks and
+// reads back.
+func homeWriteLayoutCases(big []byte) []fsmCase {
+	return []fsmCase{
 		{name: "across blocks", setup: homeTree(),
 			cmd: HomeWrite{Ino: 4, Extents: []HomeExtent{{Off: HomeBlockSize - 3, Data: big}, {Off: 1, Data: []byte("EL")}}, Time: t1},
 			check: func(t *testing.T, s *state, _ applyResult) {
@@ -187,6 +195,13 @@ func TestFSMHomeWriteTruncate(t *testing.T) {
 					t.Fatalf("read past end = %q", b)
 				}
 			}},
+	}
+}
+
+// homeWriteRefusedCases write what is refused, or only just allowed, by
+// kind, size and quota.
+func homeWriteRefusedCases() []fsmCase {
+	return []fsmCase{
 		{name: "write to dir", setup: homeTree(), cmd: HomeWrite{Ino: 2, Extents: []HomeExtent{{Data: []byte("x")}}}, wantErr: ErrIsDir},
 		{name: "write to symlink", setup: homeTree(), cmd: HomeWrite{Ino: 5, Extents: []HomeExtent{{Data: []byte("x")}}}, wantErr: ErrInvalid},
 		{name: "write missing", cmd: HomeWrite{Ino: 9}, wantErr: ErrNotFound},
@@ -207,6 +222,12 @@ func TestFSMHomeWriteTruncate(t *testing.T) {
 			}},
 		{name: "overwrite within size over quota", setup: with(HomeConfig{Quota: 1}),
 			cmd: HomeWrite{Ino: 4, Extents: []HomeExtent{{Data: []byte("J")}}}},
+	}
+}
+
+func TestFSMHomeTruncate(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), HomeBlockSize/16*2+10) // > 2 blocks
+	runFSMCases(t, []fsmCase{
 		{name: "truncate shrink then grow reads zeros",
 			setup: with(HomeWrite{Ino: 4, Extents: []HomeExtent{{Data: big}}}, HomeTruncate{Ino: 4, Size: HomeBlockSize + 5}),
 			cmd:   HomeTruncate{Ino: 4, Size: 3 * HomeBlockSize, Time: t1},
@@ -426,7 +447,7 @@ func TestClusterHomeReplicates(t *testing.T) {
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 150*time.Millisecond
 	})
 	leader := c.leader()
-	res, err := leader.store.Apply(testCtx(t), HomeCreate{Parent: HomeRootIno, Name: "big", Kind: HomeFile, Mode: 0o644, UID: 1000, Time: t0})
+	res, err := leader.store.Apply(testutil.Context(t), HomeCreate{Parent: HomeRootIno, Name: "big", Kind: HomeFile, Mode: 0o644, UID: 1000, Time: t0})
 	if err != nil || res.Ino == 0 {
 		t.Fatalf("create: %+v, %v", res, err)
 	}
@@ -435,49 +456,21 @@ func TestClusterHomeReplicates(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i*7 + i>>11)
 	}
-	// Four batches of odd-sized extents crossing block boundaries.
-	const batch = 1 << 18
-	for off := 0; off < len(data); off += batch {
-		var exts []HomeExtent
-		for o := off; o < off+batch; o += 10000 {
-			exts = append(exts, HomeExtent{Off: uint64(o), Data: data[o:min(o+10000, off+batch)]})
-		}
-		res, err = leader.store.Apply(testCtx(t), HomeWrite{Ino: ino, Extents: exts, Time: t1})
-		if err != nil {
-			t.Fatalf("write at %d: %v", off, err)
-		}
-	}
+	index := writeHomeBatches(t, leader, ino, data)
 	want := sha256.Sum256(data)
-	check := func(nd *testNode) {
-		t.Helper()
-		in, err := nd.store.HomeLookup(HomeRootIno, "big")
-		if err != nil || in.Ino != ino || in.Size != uint64(len(data)) || in.Version != 4 {
-			t.Fatalf("%s: lookup = %+v, %v", nd.id, in, err)
-		}
-		got, err := nd.store.HomeRead(ino, 0, 2<<20)
-		if err != nil || sha256.Sum256(got) != want {
-			t.Fatalf("%s: read %d bytes, %v; content differs", nd.id, len(got), err)
-		}
-		if ents, err := nd.store.HomeReaddir(HomeRootIno); err != nil || len(ents) != 1 || ents[0] != (HomeDirent{Name: "big", Ino: ino, Type: HomeFile}) {
-			t.Fatalf("%s: readdir = %+v, %v", nd.id, ents, err)
-		}
-		if st := nd.store.HomeStatfs(); st.Used != uint64(len(data)) || st.Inodes != 2 {
-			t.Fatalf("%s: statfs = %+v", nd.id, st)
-		}
-	}
 	for _, nd := range c.followers() {
-		if err := nd.store.WaitApplied(testCtx(t), res.Index); err != nil {
+		if err := nd.store.WaitApplied(testutil.Context(t), index); err != nil {
 			t.Fatal(err)
 		}
-		check(nd)
+		checkHomeBig(t, nd, ino, len(data), want)
 	}
-	check(leader)
+	checkHomeBig(t, leader, ino, len(data), want)
 
 	// A follower refuses, a state error comes back as the result.
-	if _, err := c.followers()[0].store.Apply(testCtx(t), HomeTruncate{Ino: ino}); !errors.Is(err, ErrNotLeader) {
+	if _, err := c.followers()[0].store.Apply(testutil.Context(t), HomeTruncate{Ino: ino}); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("apply on follower: %v", err)
 	}
-	if _, err := leader.store.Apply(testCtx(t), HomeRmdir{Parent: HomeRootIno, Name: "big"}); !errors.Is(err, ErrNotDir) {
+	if _, err := leader.store.Apply(testutil.Context(t), HomeRmdir{Parent: HomeRootIno, Name: "big"}); !errors.Is(err, ErrNotDir) {
 		t.Fatalf("rmdir of a file: %v", err)
 	}
 
@@ -493,6 +486,47 @@ func TestClusterHomeReplicates(t *testing.T) {
 	}
 	c.sync()
 	for _, nd := range c.nodes {
-		check(nd)
+		checkHomeBig(t, nd, ino, len(data), want)
+	}
+}
+
+// writeHomeBatches writes data to ino through leader in four batches of
+// odd-sized extents crossing block boundaries; it returns the last
+// write's index.
+func writeHomeBatches(t *testing.T, leader *testNode, ino uint64, data []byte) uint64 {
+	t.Helper()
+	var index uint64
+	const batch = 1 << 18
+	for off := 0; off < len(data); off += batch {
+		var exts []HomeExtent
+		for o := off; o < off+batch; o += 10000 {
+			exts = append(exts, HomeExtent{Off: uint64(o), Data: data[o:min(o+10000, off+batch)]})
+		}
+		res, err := leader.store.Apply(testutil.Context(t), HomeWrite{Ino: ino, Extents: exts, Time: t1})
+		if err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+		index = res.Index
+	}
+	return index
+}
+
+// checkHomeBig checks that nd's home holds only "big", ino, of size
+// bytes whose hash is want, written in four batches.
+func checkHomeBig(t *testing.T, nd *testNode, ino uint64, size int, want [sha256.Size]byte) {
+	t.Helper()
+	in, err := nd.store.HomeLookup(HomeRootIno, "big")
+	if err != nil || in.Ino != ino || in.Size != uint64(size) || in.Version != 4 {
+		t.Fatalf("%s: lookup = %+v, %v", nd.id, in, err)
+	}
+	got, err := nd.store.HomeRead(ino, 0, 2<<20)
+	if err != nil || sha256.Sum256(got) != want {
+		t.Fatalf("%s: read %d bytes, %v; content differs", nd.id, len(got), err)
+	}
+	if ents, err := nd.store.HomeReaddir(HomeRootIno); err != nil || len(ents) != 1 || ents[0] != (HomeDirent{Name: "big", Ino: ino, Type: HomeFile}) {
+		t.Fatalf("%s: readdir = %+v, %v", nd.id, ents, err)
+	}
+	if st := nd.store.HomeStatfs(); st.Used != uint64(size) || st.Inodes != 2 {
+		t.Fatalf("%s: statfs = %+v", nd.id, st)
 	}
 }
