@@ -57,13 +57,7 @@ func (m moveJobs) Job(cpid int) (migration.Job, bool) {
 	return j, true
 }
 
-func (m moveJobs) CantMove(j migration.Job) string {
-	jj, ok := m.t.Get(j.CPID())
-	if !ok {
-		return "it does not run here"
-	}
-	return m.t.CantMove(jj)
-}
+func (m moveJobs) CantMove(j migration.Job) string { return m.t.CantMove(j.(*jobs.Job)) }
 
 func (m moveJobs) Failed(cpid int, why string) {
 	if why == "" {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ssi/cluster/peer"
 	"ssi/migrate"
 	"ssi/raftstore"
 )
@@ -42,18 +43,14 @@ type Resolver interface {
 // returns at once) or ctx ends.
 func (t *Table) Adopt(ctx context.Context, r Resolver) {
 	defer close(t.adopted)
-	for {
+	_ = peer.Retry(ctx, time.Second, func() (bool, error) {
 		err := t.adoptOnce(ctx, r)
-		if err == nil || ctx.Err() != nil {
-			return
+		if err != nil && ctx.Err() == nil {
+			t.log.Debug("adopting this node's processes", "err", err)
+			return false, err
 		}
-		t.log.Debug("adopting this node's processes", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
+		return true, nil
+	})
 }
 
 // WaitAdoption returns once this agent has taken over the processes an

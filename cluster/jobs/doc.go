@@ -11,9 +11,10 @@
 // (gone) is private to Job and changes only through BeginMove and
 // Finish; kill and the samples read it through Live.
 //
-// It does not import cluster (the root), cluster/migration, peer or
-// membership: what it needs of the cluster comes in through the Cluster
-// interface, and the migration transaction settles a move an earlier
-// agent left half done through Resolver. It knows nothing of CRIU beyond
-// reading and signalling process trees (package migrate's helpers).
+// It does not import cluster (the root), cluster/migration or
+// membership, and of peer only its retry helper: what it needs of the
+// cluster comes in through the Cluster interface, and the migration
+// transaction settles a move an earlier agent left half done through
+// Resolver. It knows nothing of CRIU beyond reading and signalling
+// process trees (package migrate's helpers).
 package jobs

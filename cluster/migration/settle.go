@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/peer"
 	"ssi/raftstore"
 )
 
@@ -36,22 +37,25 @@ func (m *Mover) settle(cpid int, id string, commit bool, st *raftstore.MoveStats
 	if commit {
 		want = committed
 	}
-	for {
+	got := aborted
+	err := peer.Retry(ctx, 200*time.Millisecond, func() (bool, error) {
 		_, err := m.cluster.Apply(ctx, raftstore.MigrationEnd{CPID: cpid, ID: id, Commit: commit, Stats: st})
 		if err == nil {
-			return want, nil
+			got = want
+			return true, nil
 		}
 		if errors.Is(err, raftstore.ErrNotFound) {
 			if o, known := m.ended(ctx, cpid, id); known {
-				return o, nil
+				got = o
+				return true, nil
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return aborted, err
-		case <-time.After(200 * time.Millisecond):
-		}
+		return false, err
+	})
+	if err != nil {
+		return aborted, err
 	}
+	return got, nil
 }
 
 // ended reads how migration id ended, once the other side has ended it:
