@@ -166,7 +166,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.leave()
 	}()
 	a.isMember.Store(true)
-	a.log.Info("agent up", "node", a.cfg.NodeName, "cluster", membership.ClusterID(id))
+	a.log.Info("agent up", "node", a.cfg.NodeName, "cluster", id.ClusterID())
 	if err := a.mountFS(); err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"ssi/cluster/transport"
@@ -98,7 +97,7 @@ func (m *Membership) formCluster(ips []net.IP) (*transport.Identity, bool, error
 	if err := id.Save(m.tlsDir()); err != nil {
 		return nil, false, err
 	}
-	m.log.Info("formed a new cluster", "cluster", ClusterID(id))
+	m.log.Info("formed a new cluster", "cluster", id.ClusterID())
 	return id, true, nil
 }
 
@@ -118,14 +117,6 @@ func AdvertiseIP(configured string) (string, error) {
 		}
 	}
 	return "127.0.0.1", nil
-}
-
-// ClusterID is the id the cluster's CA was made with.
-func ClusterID(id *transport.Identity) string {
-	if id == nil || id.CA == nil || id.CA.Cert == nil {
-		return ""
-	}
-	return strings.TrimPrefix(id.CA.Cert.Subject.CommonName, "ssi cluster ca ")
 }
 
 func randomID() string {

@@ -17,12 +17,12 @@ func TestFormThenComeBack(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{Node: "n1", Advertise: "127.0.0.1:7700", DataDir: dir}
 	id, formed, err := New(cfg, &fakeCluster{}, telemetry.NewTable()).ObtainIdentity(testContext(t))
-	if err != nil || !formed || id.Name() != "n1" || ClusterID(id) == "" {
+	if err != nil || !formed || id.Name() != "n1" || id.ClusterID() == "" {
 		t.Fatalf("formed %v, %v: %v", formed, err, id)
 	}
 	again, formed, err := New(cfg, &fakeCluster{}, telemetry.NewTable()).ObtainIdentity(testContext(t))
-	if err != nil || formed || ClusterID(again) != ClusterID(id) {
-		t.Fatalf("came back with %q, formed %v, %v; want %q", ClusterID(again), formed, err, ClusterID(id))
+	if err != nil || formed || again.ClusterID() != id.ClusterID() {
+		t.Fatalf("came back with %q, formed %v, %v; want %q", again.ClusterID(), formed, err, id.ClusterID())
 	}
 }
 
@@ -52,7 +52,7 @@ func TestJoinThroughSeed(t *testing.T) {
 		t.Fatalf("beacon %+v", b)
 	}
 	id, formed, err := m.ObtainIdentity(testContext(t))
-	if err != nil || formed || id.Name() != "n2" || ClusterID(id) != ClusterID(mid) {
+	if err != nil || formed || id.Name() != "n2" || id.ClusterID() != mid.ClusterID() {
 		t.Fatalf("joined %v, formed %v, %v", id, formed, err)
 	}
 	if !id.Cert.IPAddresses[0].Equal(net.IPv4(127, 0, 0, 1)) {

@@ -122,3 +122,12 @@ func HasIdentity(dir string) bool {
 func (id *Identity) tlsCertificate() tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
 }
+
+// ClusterID is the id of the cluster whose CA issued the identity; ""
+// without one (nil before the node has an identity).
+func (id *Identity) ClusterID() string {
+	if id == nil || id.CA == nil || id.CA.Cert == nil {
+		return ""
+	}
+	return id.CA.ClusterID()
+}

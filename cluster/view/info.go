@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"ssi/cluster/api"
-	"ssi/cluster/membership"
 	"ssi/raftstore"
 )
 
@@ -60,7 +59,7 @@ func (v *View) HandleStatus(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	leader, _ := s.Leader()
-	st := api.StatusInfo{Node: v.node, ClusterID: membership.ClusterID(v.c.Identity()), Leader: leader,
+	st := api.StatusInfo{Node: v.node, ClusterID: v.c.Identity().ClusterID(), Leader: leader,
 		Quorum: leader != "" && !v.c.Stale(), Procs: len(s.Procs()), AppliedIndex: s.AppliedIndex(),
 		StaleReads: v.c.Stale()}
 	for _, n := range s.Nodes() {
