@@ -62,7 +62,19 @@ func (c *Client) RunAttached(ctx context.Context, req RunRequest) (*Attached, er
 		defer conn.Close()
 		return nil, ReadError(resp)
 	}
-	fc := wire.NewConn(&BufConn{r: br, Conn: conn})
+	return Attach(conn, br)
+}
+
+// Attach takes a stream already switched to the stdio protocol: r reads
+// it (a bufio.Reader that may hold its first bytes, or conn itself). It
+// reads the process's cpid, the stream's first frame; on an error it
+// closes conn.
+func Attach(conn net.Conn, r io.Reader) (*Attached, error) {
+	rw := io.ReadWriter(conn)
+	if r != io.Reader(conn) {
+		rw = &BufConn{r: r, Conn: conn}
+	}
+	fc := wire.NewConn(rw)
 	var first struct {
 		CPID int `json:"cpid"`
 	}
@@ -174,7 +186,7 @@ func (at *Attached) stop() {
 // BufConn reads through the bufio.Reader a hijacked connection came with
 // (it may hold the first bytes the caller sent) and writes to the conn.
 type BufConn struct {
-	r *bufio.Reader
+	r io.Reader
 	net.Conn
 }
 

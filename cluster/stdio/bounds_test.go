@@ -30,13 +30,13 @@ func TestStdioSignalGetsPastPouredInput(t *testing.T) {
 	h.Start()
 	sigs := make(chan os.Signal, 1)
 	yes := &pourer{}
-	x.relay(yes, sigs)
+	res := x.relay(yes, sigs)
 	waitPoured(t, yes, maxIn)
 	sigs <- syscall.SIGUSR1
 	waitSignal(t, got)
 	p.close()
 	go h.Finish(130)
-	x.waitExit(130, 5*time.Second)
+	waitRelay(t, res, 130)
 }
 
 // A caller that pours stdin into a process that does not read it (yet)
@@ -51,7 +51,7 @@ func TestStdioInputIsBounded(t *testing.T) {
 	h.Start()
 	const total = 1 << 20
 	in := &pourer{limit: total}
-	x.relay(in, nil)
+	res := x.relay(in, nil)
 	poured := waitPoured(t, in, maxIn)
 	for i := 0; i < 20; i++ {
 		x.s.mu.Lock()
@@ -72,7 +72,7 @@ func TestStdioInputIsBounded(t *testing.T) {
 	f.mu.Unlock()
 	waitClosed(t, f.exited, "the process's exit")
 	go h.Finish(0)
-	x.waitExit(0, 5*time.Second)
+	waitRelay(t, res, 0)
 	line := strings.Repeat("y", 63) + "\n"
 	x.waitOut(strings.Repeat("got "+line, total/64)+"bye\n", 5*time.Second)
 }

@@ -1,67 +1,69 @@
 package stdio
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"ssi/cluster/wire"
+	"ssi/cluster/api"
 )
 
-// relay is a caller that keeps to its credit, as `ssi run` does
-// (Attached.Relay in package cluster): stdin from in, no faster than
-// the session grants, then the EOF; signals from sigs (nil: none);
-// output goes to x.stdout and x.stderr, the exit to x.exits.
-func (x *stdioTest) relay(in io.Reader, sigs <-chan os.Signal) {
-	go x.readCaller()
-	go x.pour(in)
-	if sigs == nil {
-		return
-	}
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				if sig, ok := s.(syscall.Signal); ok {
-					_ = x.caller.Send(wire.FrSignal, []byte{byte(sig)})
-				}
-			case <-x.hungUp:
-				return
-			}
-		}
-	}()
+// relayResult is what Relay returned.
+type relayResult struct {
+	code int
+	err  error
 }
 
-// pour sends in within the credit readCaller has seen, waiting for more
-// when it is used up; the EOF once in ends.
-func (x *stdioTest) pour(in io.Reader) {
-	buf := make([]byte, maxChunk)
-	var sent uint64
-	for {
-		x.mu.Lock()
-		room := x.credit - min(x.credit, sent)
-		x.mu.Unlock()
-		if room == 0 {
-			select {
-			case <-x.granted:
-				continue
-			case <-x.hungUp:
-				return
-			}
+// relay runs `ssi run`'s side, api.Attached, on the caller's end, with
+// stdin from in and signals from sigs (nil: none); output goes to
+// x.stdout and x.stderr.
+func (x *stdioTest) relay(in io.Reader, sigs chan os.Signal) <-chan relayResult {
+	x.t.Helper()
+	if sigs == nil {
+		sigs = make(chan os.Signal)
+		x.t.Cleanup(func() { close(sigs) })
+	}
+	at, err := api.Attach(x.callerConn, x.callerConn)
+	if err != nil {
+		x.t.Fatalf("attaching: %v", err)
+	}
+	if at.CPID != testCPID {
+		x.t.Fatalf("attached to cpid %d, want %d", at.CPID, testCPID)
+	}
+	res := make(chan relayResult, 1)
+	go func() {
+		code, err := at.Relay(in, lockedWriter{x, &x.stdout}, lockedWriter{x, &x.stderr}, sigs)
+		res <- relayResult{code, err}
+	}()
+	return res
+}
+
+// lockedWriter writes into one of x's buffers.
+type lockedWriter struct {
+	x *stdioTest
+	b *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.x.mu.Lock()
+	defer w.x.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// waitRelay waits for Relay to return the exit code want.
+func waitRelay(t *testing.T, res <-chan relayResult, want int) {
+	t.Helper()
+	select {
+	case r := <-res:
+		if r.err != nil || r.code != want {
+			t.Fatalf("Relay returned %d, %v; want %d", r.code, r.err, want)
 		}
-		n, rerr := in.Read(buf[:min(room, uint64(len(buf)))])
-		if n > 0 && x.caller.Send(wire.FrStdin, buf[:n]) != nil {
-			return
-		}
-		sent += uint64(n)
-		if rerr != nil {
-			_ = x.caller.Send(wire.FrEOF, nil)
-			return
-		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Relay has not returned")
 	}
 }
 

@@ -39,7 +39,6 @@ type stdioTest struct {
 	caller     *wire.Conn    // what `ssi run` holds
 	callerConn net.Conn      // caller's
 	hungUp     chan struct{} // readCaller: closed once the caller's stream ended
-	granted    chan struct{} // readCaller: the credit grew
 
 	mu     sync.Mutex
 	stdout bytes.Buffer
@@ -60,9 +59,9 @@ func newStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 }
 
 // openStdioTest is a session and the caller's end of its stream, which
-// nobody reads yet (readCaller, or relay).
+// nobody reads yet (readCaller, or relay: api.Attached).
 func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
-	x := &stdioTest{t: t, log: testLogger(t), hungUp: make(chan struct{}), granted: make(chan struct{}, 1)}
+	x := &stdioTest{t: t, log: testLogger(t), hungUp: make(chan struct{})}
 	if check == nil {
 		check = func() (bool, *int) { return true, nil }
 	}
@@ -71,6 +70,10 @@ func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 	mine, theirs := socketPair(t)
 	agentEnd := wire.NewConn(theirs)
 	x.s = x.table.Open(testCPID, agentEnd)
+	// The process's cpid comes first, as the agent sends it (jobs).
+	if err := agentEnd.SendJSON(wire.FrCPID, map[string]int{"cpid": testCPID}); err != nil {
+		t.Fatal(err)
+	}
 	go x.s.FromClient(agentEnd)
 	x.caller, x.callerConn = wire.NewConn(mine), mine
 	t.Cleanup(func() { x.s.end([]byte(`{"code":-1}`)) })
@@ -93,12 +96,8 @@ func (x *stdioTest) readCaller() {
 		case wire.FrStderr:
 			x.stderr.Write(b)
 		case wire.FrCredit:
-			if n, ok := wire.ParseCredit(b); ok && n > x.credit {
-				x.credit = n
-				select {
-				case x.granted <- struct{}{}:
-				default:
-				}
+			if n, ok := wire.ParseCredit(b); ok {
+				x.credit = max(x.credit, n)
 			}
 		case wire.FrError:
 			x.errs = append(x.errs, string(b))
