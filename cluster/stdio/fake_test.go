@@ -103,6 +103,21 @@ type procPipes struct {
 	wsR, wsW                         *os.File // nil: no terminal
 	in                               int      // the process's stdin: a second descriptor of inR
 	once                             sync.Once
+	// inMu orders reads of in with its close: a read after the close
+	// could take bytes of whatever the number is reused for next (a
+	// later test's socket).
+	inMu     sync.Mutex
+	inClosed bool
+}
+
+// readIn reads the process's stdin; EBADF once it is closed.
+func (p *procPipes) readIn(buf []byte) (int, error) {
+	p.inMu.Lock()
+	defer p.inMu.Unlock()
+	if p.inClosed {
+		return 0, unix.EBADF
+	}
+	return unix.Read(p.in, buf)
 }
 
 // withWinsize gives p the window size pipe of a process with a terminal.
@@ -166,7 +181,7 @@ func (f *fakeProc) run() {
 	buf := make([]byte, 4096)
 	for {
 		f.mu.Lock()
-		n, err := unix.Read(f.p.in, buf)
+		n, err := f.p.readIn(buf)
 		if n > 0 {
 			f.line = append(f.line, buf[:n]...)
 			for {
@@ -195,7 +210,10 @@ func (f *fakeProc) run() {
 // close closes the process's ends, as its death does.
 func (p *procPipes) close() {
 	p.once.Do(func() {
+		p.inMu.Lock()
 		unix.Close(p.in)
+		p.inClosed = true
+		p.inMu.Unlock()
 		p.outW.Close()
 		p.errW.Close()
 	})

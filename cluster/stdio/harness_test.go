@@ -19,12 +19,17 @@ import (
 // stdin lines and can be frozen and "restored" onto new pipes, as CRIU
 // does (fake_test.go). Every wait has a deadline.
 
-// fastStdio is Timing for tests: dead streams show within a second.
+// fastStdio is Timing for tests: dead peers show within a second, while
+// a live stream, even on a starved machine, is never taken for a quiet
+// one (TestStdioQuietStreamsEnd shortens idle for itself: quietStdio).
 var fastStdio = Timing{
-	keepalive: 50 * time.Millisecond, idle: 500 * time.Millisecond, dial: time.Second,
+	keepalive: 50 * time.Millisecond, idle: 10 * time.Second, dial: time.Second,
 	backoff: 100 * time.Millisecond, orphan: time.Second, exitWait: 2 * time.Second,
 	stop: time.Second, watch: 50 * time.Millisecond, lostGrace: 300 * time.Millisecond,
 }
+
+// quietStdio is fastStdio with streams that go quiet given up on soon.
+var quietStdio = func() Timing { tm := fastStdio; tm.idle = 500 * time.Millisecond; return tm }()
 
 const testCPID = 42
 
@@ -61,12 +66,17 @@ func newStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
 // openStdioTest is a session and the caller's end of its stream, which
 // nobody reads yet (readCaller, or relay: api.Attached).
 func openStdioTest(t *testing.T, check func() (bool, *int)) *stdioTest {
+	return openStdioTestTiming(t, check, fastStdio)
+}
+
+// openStdioTestTiming is openStdioTest with the session's timing tm.
+func openStdioTestTiming(t *testing.T, check func() (bool, *int), tm Timing) *stdioTest {
 	x := &stdioTest{t: t, log: testLogger(t), hungUp: make(chan struct{})}
 	if check == nil {
 		check = func() (bool, *int) { return true, nil }
 	}
 	x.table = NewSessions(func(int) (bool, *int) { return check() }, x.log)
-	x.table.tm = fastStdio
+	x.table.tm = tm
 	mine, theirs := socketPair(t)
 	agentEnd := wire.NewConn(theirs)
 	x.s = x.table.Open(testCPID, agentEnd)

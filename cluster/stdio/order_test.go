@@ -103,6 +103,7 @@ func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
 	p := newProcPipes(t)
 	f := startProc(t, p, false)
 	h := bareHolder(t, p, nil)
+	h.tm = quietStdio
 	stalled := make(chan struct{})
 	t.Cleanup(func() { close(stalled) })
 	h.connect = func(context.Context) (net.Conn, error) {
@@ -148,6 +149,7 @@ func TestStdioDetachDoesNotWaitForAStalledSession(t *testing.T) {
 func TestStdioQuietStreamsEnd(t *testing.T) {
 	p := newProcPipes(t)
 	h := bareHolder(t, p, nil)
+	h.tm = quietStdio
 	stalled := make(chan struct{})
 	t.Cleanup(func() { close(stalled) })
 	dials := make(chan struct{}, 16)
@@ -170,11 +172,12 @@ func TestStdioQuietStreamsEnd(t *testing.T) {
 		select {
 		case <-dials:
 		case <-time.After(3 * time.Second):
-			t.Fatalf("the holder dialled %d times; a quiet stream must end within %v", i, fastStdio.idle)
+			t.Fatalf("the holder dialled %d times; a quiet stream must end within %v", i, quietStdio.idle)
 		}
 	}
 
-	x := newStdioTest(t, nil)
+	x := openStdioTestTiming(t, nil, quietStdio)
+	go x.readCaller()
 	mine, theirs := socketPair(t)
 	served := make(chan struct{})
 	go func() {
