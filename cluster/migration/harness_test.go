@@ -121,7 +121,7 @@ func (h *harness) cleanup() {
 		n.cluster.releaseEnds()
 		n.closeStreams()
 	}
-	if !h.streamsEnded() {
+	if !streamsEnded(h) {
 		h.t.Errorf("the harness's goroutines did not end")
 	}
 	h.mu.Lock()
@@ -311,14 +311,14 @@ func (h *harness) signalled(ch <-chan struct{}, what string, n int) {
 // quiesce waits for every stream to end.
 func (h *harness) quiesce() {
 	h.t.Helper()
-	if !h.streamsEnded() {
+	if !streamsEnded(h) {
 		h.t.Fatal("the streams did not end")
 	}
 }
 
 // streamsEnded waits for the goroutines of the streams and page
 // servers, and says whether they ended in time.
-func (h *harness) streamsEnded() bool {
+func streamsEnded(h *harness) bool {
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	select {
@@ -397,7 +397,7 @@ func (c *copyOf) state() string {
 
 // copiesState says what each copy does, in the order they began:
 // "node1:stopped node2:runs".
-func (h *harness) copiesState() string {
+func copiesState(h *harness) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var s []string
@@ -411,7 +411,7 @@ func (h *harness) copiesState() string {
 // outcome waits, nothing may change.
 func (h *harness) copiesNow(want string) {
 	h.t.Helper()
-	if got := h.copiesState(); got != want {
+	if got := copiesState(h); got != want {
 		h.t.Fatalf("the copies: %s, want %s", got, want)
 	}
 }
@@ -431,7 +431,7 @@ func (h *harness) poll(what string, ok func(state string) bool) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		got := h.copiesState()
+		got := copiesState(h)
 		if strings.Count(got, ":runs") > 1 {
 			h.t.Fatalf("two copies run: %s", got)
 		}
