@@ -2,7 +2,6 @@ package home
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"testing"
 
@@ -11,25 +10,12 @@ import (
 	"ssi/raftstore/raftstoretest"
 )
 
-// direct is a one-node cluster: this node leads.
-type direct struct{ s *raftstore.Store }
-
-func (d direct) Store() (*raftstore.Store, error)    { return d.s, nil }
-func (d direct) Fresh(context.Context) (bool, error) { return false, nil }
-func (d direct) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMessage, error) {
-	res, err := d.s.Apply(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(res)
-}
-
 // A file written through the backend reads back byte for byte, and the
 // store's errors come back as fs's.
 func TestBackendWritesAndReads(t *testing.T) {
 	s := raftstoretest.New(t)
 	raftstoretest.Apply(t, s, raftstore.HomeConfig{MaxFileSize: 1 << 20, Quota: 1 << 20})
-	h := New("node1", direct{s})
+	h := New("node1", raftstoretest.Local{S: s})
 	ctx := context.Background()
 	root, err := h.Getattr(raftstore.HomeRootIno)
 	if err != nil || root.Kind != fs.HomeDir {

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -17,20 +16,7 @@ import (
 
 // fakeCluster is a one-node cluster over a real store: applies and
 // barriers go to the store, no peer answers.
-type fakeCluster struct{ s *raftstore.Store }
-
-func (f fakeCluster) Store() (*raftstore.Store, error) { return f.s, nil }
-
-func (f fakeCluster) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMessage, error) {
-	res, err := f.s.Apply(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(res)
-}
-
-func (f fakeCluster) Fresh(ctx context.Context) (bool, error) { return false, f.s.ReadBarrier(ctx) }
-func (f fakeCluster) CatchUp(ctx context.Context) error       { return f.s.ReadBarrier(ctx) }
+type fakeCluster struct{ raftstoretest.Local }
 
 func (f fakeCluster) Post(context.Context, string, string, []byte, any) error {
 	return fmt.Errorf("%w: no peers in a unit test", api.ErrRetry)
@@ -48,7 +34,7 @@ func testTable(t *testing.T) (*Table, *raftstore.Store) {
 	s := raftstoretest.New(t, raftstoretest.WithNodeID("node1"), raftstoretest.WithLogger(log))
 	raftstoretest.AddNode(t, s, "node1", s.Addr())
 	raftstoretest.AddNode(t, s, "node2", "127.0.0.1:1")
-	tb := New(Config{Node: "node1", DataDir: t.TempDir()}, fakeCluster{s}, nil, nil, log)
+	tb := New(Config{Node: "node1", DataDir: t.TempDir()}, fakeCluster{raftstoretest.Local{S: s}}, nil, nil, log)
 	tb.cg.root = filepath.Join(t.TempDir(), "no-cgroups")
 	return tb, s
 }

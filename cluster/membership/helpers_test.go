@@ -31,11 +31,7 @@ func (f *fakeCluster) Store() (*raftstore.Store, error) {
 }
 
 func (f *fakeCluster) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMessage, error) {
-	res, err := f.s.Apply(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(res)
+	return raftstoretest.Local{S: f.s}.Apply(ctx, cmd)
 }
 
 func (f *fakeCluster) Forward(context.Context, string, any, any) error {

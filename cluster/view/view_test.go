@@ -2,7 +2,6 @@ package view
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -15,20 +14,11 @@ import (
 )
 
 // direct is a one-node cluster: this node leads, reads are fresh.
-type direct struct{ s *raftstore.Store }
+type direct struct{ raftstoretest.Local }
 
-func (d direct) Store() (*raftstore.Store, error)    { return d.s, nil }
-func (d direct) Fresh(context.Context) (bool, error) { return false, nil }
-func (d direct) ReadWait() time.Duration             { return time.Second }
-func (d direct) Stale() bool                         { return false }
-func (d direct) Identity() *transport.Identity       { return nil }
-func (d direct) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMessage, error) {
-	res, err := d.s.Apply(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(res)
-}
+func (direct) ReadWait() time.Duration       { return time.Second }
+func (direct) Stale() bool                   { return false }
+func (direct) Identity() *transport.Identity { return nil }
 
 type noMover struct{ asked []string }
 
@@ -44,7 +34,7 @@ func setup(t *testing.T) (*View, *raftstore.Store, *telemetry.Table, int) {
 	cpid := raftstoretest.AddProc(t, s, raftstore.ProcAdd{Home: "node1", UID: 1000, Argv: []string{"/bin/sleep", "60"},
 		StartedAt: time.Now()})
 	tel := telemetry.NewTable()
-	return New("node1", direct{s}, tel, &noMover{}), s, tel, cpid
+	return New("node1", direct{raftstoretest.Local{S: s}}, tel, &noMover{}), s, tel, cpid
 }
 
 // ssi nodes joins the agreed nodes with their latest samples.

@@ -1,6 +1,8 @@
 package raftstoretest
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"testing"
@@ -111,3 +113,28 @@ func AddProc(t testing.TB, s *raftstore.Store, c raftstore.ProcAdd) int {
 	t.Helper()
 	return Apply(t, s, c).CPID
 }
+
+// Local is the cluster as the agent's packages see it (their Cluster
+// interfaces) when s is the whole of it: applies go straight to s, which
+// leads, and the read barrier is s's own. Tests embed it and add what
+// else their package asks of the cluster.
+type Local struct{ S *raftstore.Store }
+
+// Store is s.
+func (l Local) Store() (*raftstore.Store, error) { return l.S, nil }
+
+// Apply applies cmd on s and answers its result as the agent's apply
+// does, in JSON.
+func (l Local) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMessage, error) {
+	res, err := l.S.Apply(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+// Fresh passes s's read barrier; a one-node cluster is never stale.
+func (l Local) Fresh(ctx context.Context) (bool, error) { return false, l.S.ReadBarrier(ctx) }
+
+// CatchUp passes s's read barrier.
+func (l Local) CatchUp(ctx context.Context) error { return l.S.ReadBarrier(ctx) }
