@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -71,7 +73,24 @@ func sleeper(t *testing.T) *child {
 		_ = cmd.Process.Kill()
 		<-c.done
 	})
+	// Running sleep, not just exec'd: what the tests measure of it (its
+	// resident memory) exists only once it has run.
+	deadline := time.Now().Add(10 * time.Second)
+	for !sleeping(c.pid()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep %d never went to sleep", c.pid())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	return c
+}
+
+// sleeping reports whether pid waits in the kernel (state S in
+// /proc/PID/stat).
+func sleeping(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(b, ')')
+	return err == nil && i > 0 && len(b) > i+2 && b[i+2] == 'S'
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
