@@ -42,6 +42,8 @@ type harness struct {
 	store *raftstore.Store
 	log   *slog.Logger
 	wg    sync.WaitGroup // the streams' and page servers' goroutines
+	// settleWait is every agent's Config.SettleWait (0: the agent's).
+	settleWait time.Duration
 
 	mu     sync.Mutex
 	nodes  map[string]*node // each node's agent now
@@ -71,9 +73,13 @@ type node struct {
 	crashed bool
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessSettling(t, 0) }
+
+// newHarnessSettling starts agents whose settles give up after
+// settleWait (0: the agent's wait).
+func newHarnessSettling(t *testing.T, settleWait time.Duration) *harness {
 	s := raftstoretest.New(t)
-	h := &harness{t: t, store: s, log: raftstoretest.Logger(t), nodes: map[string]*node{}}
+	h := &harness{t: t, store: s, log: raftstoretest.Logger(t), nodes: map[string]*node{}, settleWait: settleWait}
 	t.Cleanup(h.cleanup)
 	for _, name := range []string{"node1", "node2"} {
 		raftstoretest.AddNode(t, s, name, name+":7946")
@@ -87,7 +93,7 @@ func (h *harness) newNode(name string) *node {
 	n.criu = &fakeCRIU{h: h, node: name}
 	n.cluster = &fakeCluster{h: h, n: n, held: make(chan struct{}, 1)}
 	place := func(*raftstore.Store, string) string { return n.balanceTo }
-	cfg := migration.Config{Node: name, WorkDir: h.t.TempDir(), Mountpoint: mountpoint}
+	cfg := migration.Config{Node: name, WorkDir: h.t.TempDir(), Mountpoint: mountpoint, SettleWait: h.settleWait}
 	n.mover = migration.New(cfg, n.criu, n.host, n.cluster, n.jobs, place, n.hooks, h.log.With("node", name))
 	h.mu.Lock()
 	defer h.mu.Unlock()

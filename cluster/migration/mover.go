@@ -26,6 +26,10 @@ type Config struct {
 	WorkDir string
 	// Mountpoint is /cluster's: a tree's files below it travel by name.
 	Mountpoint string
+	// SettleWait bounds how long a move waits for its outcome to be
+	// recorded before it returns, the copies stopped, and leaves the
+	// asking to the background (settleLater). 0 means two minutes.
+	SettleWait time.Duration
 }
 
 // Mover runs this node's side of every migration: the source's for
@@ -47,6 +51,9 @@ type Mover struct {
 func New(cfg Config, cp Checkpointer, host Host, c Cluster, jobs Jobs, place Placer, hooks *Hooks, log *slog.Logger) *Mover {
 	if hooks == nil {
 		hooks = &Hooks{}
+	}
+	if cfg.SettleWait <= 0 {
+		cfg.SettleWait = settleWait
 	}
 	return &Mover{cfg: cfg, log: log, cp: cp, host: host, cluster: c, jobs: jobs, place: place,
 		metrics: newMetrics(), hooks: hooks}

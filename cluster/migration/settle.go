@@ -23,7 +23,8 @@ const (
 	gone
 )
 
-// settleWait bounds one settle; settleLater goes on after it.
+// settleWait bounds one settle unless Config.SettleWait says otherwise;
+// settleLater goes on after it.
 const settleWait = 2 * time.Minute
 
 // settle applies the end of migration id with the outcome we want and
@@ -31,7 +32,7 @@ const settleWait = 2 * time.Minute
 // the migration first, read by id from the recent moves. It retries while
 // the cluster has no quorum; until the outcome is known no copy may run.
 func (m *Mover) settle(cpid int, id string, commit bool, st *raftstore.MoveStats) (outcome, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), settleWait)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.SettleWait)
 	defer cancel()
 	want := aborted
 	if commit {
