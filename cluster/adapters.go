@@ -25,6 +25,8 @@ type moveCluster struct{ *peer.Cluster }
 
 var _ migration.Cluster = moveCluster{}
 
+// DialMigrate opens a stream to node's migration port: for a move, and
+// for a holder's stream to its session (stdio.Dialer).
 func (c moveCluster) DialMigrate(ctx context.Context, node string) (net.Conn, error) {
 	return c.Dial(ctx, node, transport.ProtoMigrate)
 }
@@ -88,11 +90,6 @@ func (a *Agent) listed(cpid int) (bool, *int) {
 	}
 	e, _ := s.Ended(cpid)
 	return false, e.ExitCode
-}
-
-// dialStdio opens a holder's stream to its session's node.
-func (a *Agent) dialStdio(ctx context.Context, node string) (net.Conn, error) {
-	return a.peer.Dial(ctx, node, transport.ProtoMigrate)
 }
 
 // snapshot is the placement policy's view of the nodes: the agreed ones

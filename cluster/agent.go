@@ -109,7 +109,7 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.peer = peer.New(peer.Config{Node: cfg.NodeName, ReadWait: cfg.ReadWait, Log: a.log, Metrics: a.metrics})
 	a.members = membership.New(a.membershipConfig(), a.peer, a.tel)
 	a.sessions = stdio.NewSessions(a.listed, log.With("component", "stdio"))
-	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir}, a.peer, a.sessions, a.dialStdio,
+	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir}, a.peer, a.sessions, moveCluster{a.peer}.DialMigrate,
 		log.With("component", "jobs"))
 	criu := migrate.New(cfg.CRIU, log.With("component", "criu"))
 	host := &migration.NodeHost{Node: cfg.NodeName, Mountpoint: cfg.Mountpoint, Flush: a.flushHome,

@@ -139,9 +139,6 @@ func (a *Agent) runsOn(cpid int, node string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := a.peer.Fresh(ctx); err != nil {
-		return false
-	}
-	p, ok := s.Proc(cpid)
+	p, ok := peer.FindProc(ctx, a.peer, s, cpid)
 	return ok && p.Node == node
 }

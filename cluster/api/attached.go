@@ -72,7 +72,7 @@ func (c *Client) RunAttached(ctx context.Context, req RunRequest) (*Attached, er
 func Attach(conn net.Conn, r io.Reader) (*Attached, error) {
 	rw := io.ReadWriter(conn)
 	if r != io.Reader(conn) {
-		rw = &BufConn{r: r, Conn: conn}
+		rw = BufConn{Reader: r, Conn: conn}
 	}
 	fc := wire.NewConn(rw)
 	var first struct {
@@ -183,14 +183,15 @@ func (at *Attached) stop() {
 	at.more.Broadcast()
 }
 
-// BufConn reads through the bufio.Reader a hijacked connection came with
-// (it may hold the first bytes the caller sent) and writes to the conn.
+// BufConn is a connection read through the reader it came with after an
+// HTTP upgrade (a bufio.Reader that may hold the first bytes the other
+// side sent), on either side of the upgrade.
 type BufConn struct {
-	r io.Reader
+	io.Reader
 	net.Conn
 }
 
-func (c *BufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c BufConn) Read(p []byte) (int, error) { return c.Reader.Read(p) }
 
 // Resize tells the process with a terminal of its own (RunRequest.TTY)
 // its caller's terminal size; ssi run sends it on SIGWINCH.

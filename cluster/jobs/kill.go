@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/peer"
 	"ssi/fs"
 	"ssi/raftstore"
 )
@@ -76,7 +77,7 @@ func (t *Table) kill(ctx context.Context, req api.KillRequest) error {
 	for {
 		agreed, local := s.Changed(), t.changed.next()
 		var retry <-chan time.Time
-		p, ok := findProc(ctx, t.c, s, req.CPID)
+		p, ok := peer.FindProc(ctx, t.c, s, req.CPID)
 		if !ok {
 			return fs.ErrNoProcess
 		}
@@ -131,15 +132,6 @@ func killThere(ctx context.Context, c Cluster, node string, req api.KillRequest)
 	return err
 }
 
-// findProc looks a process up past the read barrier: where it is now,
-// even if a move returned on another node a moment ago.
-func findProc(ctx context.Context, c Cluster, s *raftstore.Store, cpid int) (raftstore.Proc, bool) {
-	if _, err := c.Fresh(ctx); err != nil {
-		return raftstore.Proc{}, false
-	}
-	return s.Proc(cpid)
-}
-
 // HandleWait answers once the process has ended.
 func (t *Table) HandleWait(w http.ResponseWriter, r *http.Request) {
 	cpid, err := strconv.Atoi(r.URL.Query().Get("cpid"))
@@ -152,7 +144,7 @@ func (t *Table) HandleWait(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	if _, ok := findProc(r.Context(), t.c, s, cpid); !ok {
+	if _, ok := peer.FindProc(r.Context(), t.c, s, cpid); !ok {
 		if e, ok := s.Ended(cpid); ok {
 			api.WriteJSON(w, http.StatusOK, api.WaitResult{Code: e.ExitCode})
 			return

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -183,7 +181,7 @@ func (t *Table) attach(w http.ResponseWriter, l *launch, j *Job) {
 		t.add(j)
 		return
 	}
-	client := wire.NewConn(hijacked{Reader: brw.Reader, Conn: conn})
+	client := wire.NewConn(api.BufConn{Reader: brw.Reader, Conn: conn})
 	s := t.sessions.Open(j.cpid, client)
 	if l.req.TTY {
 		s.SetTTY(l.req.Size)
@@ -198,15 +196,6 @@ func (t *Table) attach(w http.ResponseWriter, l *launch, j *Job) {
 		conn.Close()
 	}()
 }
-
-// hijacked is a hijacked connection, read through the reader it came
-// with: that may hold the first bytes the caller sent.
-type hijacked struct {
-	io.Reader
-	net.Conn
-}
-
-func (c hijacked) Read(p []byte) (int, error) { return c.Reader.Read(p) }
 
 // jobCommand builds the job's init: as root, in a new PID, mount and IPC
 // namespace (its SysV objects are its own and move with it) and session,

@@ -2,8 +2,6 @@ package membership
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -86,7 +84,7 @@ func (m *Membership) join(ctx context.Context, targets []string, ips []net.IP, l
 
 // formCluster creates the cluster's CA and this node's identity.
 func (m *Membership) formCluster(ips []net.IP) (*transport.Identity, bool, error) {
-	ca, err := transport.NewCA(randomID())
+	ca, err := transport.NewCA(transport.NewID())
 	if err != nil {
 		return nil, false, err
 	}
@@ -117,10 +115,4 @@ func AdvertiseIP(configured string) (string, error) {
 		}
 	}
 	return "127.0.0.1", nil
-}
-
-func randomID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/peer"
 	"ssi/cluster/transport"
 	"ssi/fs"
 	"ssi/raftstore"
@@ -78,7 +79,7 @@ func (m *Mover) Migrate(ctx context.Context, cpid int, target string, uid uint32
 	if err != nil {
 		return api.Domain(err)
 	}
-	p, ok := m.findProc(ctx, s, cpid)
+	p, ok := peer.FindProc(ctx, m.cluster, s, cpid)
 	if !ok {
 		return fs.ErrNoProcess
 	}
@@ -177,13 +178,4 @@ func (m *Mover) serve(w http.ResponseWriter, r *http.Request, req api.MigrateReq
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, struct{}{})
-}
-
-// findProc looks a process up past the read barrier: where it is now,
-// even if a move returned on another node a moment ago.
-func (m *Mover) findProc(ctx context.Context, s *raftstore.Store, cpid int) (raftstore.Proc, bool) {
-	if _, err := m.cluster.Fresh(ctx); err != nil {
-		return raftstore.Proc{}, false
-	}
-	return s.Proc(cpid)
 }

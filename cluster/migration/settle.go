@@ -2,8 +2,6 @@ package migration
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"time"
 
@@ -121,10 +119,4 @@ func (m *Mover) Resolve(ctx context.Context, mig raftstore.Migration, arriving b
 		return o == committed, nil
 	}
 	return o == aborted, nil
-}
-
-func randomID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -10,6 +10,7 @@ import (
 
 	"ssi/cluster/api"
 	"ssi/cluster/stdio"
+	"ssi/cluster/transport"
 	"ssi/cluster/wire"
 	"ssi/fs"
 	"ssi/raftstore"
@@ -43,7 +44,7 @@ func (m *Mover) out(ctx context.Context, cpid int, to string) (err error) {
 	if _, ok := s.Node(to); !ok {
 		return fmt.Errorf("%w: no node called %q", fs.ErrBadValue, to)
 	}
-	id := randomID()
+	id := transport.NewID()
 	if _, err := m.cluster.Apply(ctx, raftstore.MigrationStart{ID: id, CPID: cpid, To: to, StartedAt: start}); err != nil {
 		return api.Domain(err)
 	}

@@ -206,3 +206,19 @@ func (c *Cluster) HandleApplied(w http.ResponseWriter, r *http.Request) {
 	}
 	api.WriteJSON(w, http.StatusOK, map[string]uint64{"index": idx})
 }
+
+// Freshener passes the read barrier (Cluster.Fresh); the packages that
+// find processes declare their clusters with it.
+type Freshener interface {
+	Fresh(ctx context.Context) (stale bool, err error)
+}
+
+// FindProc looks a process up past the read barrier: where it is now,
+// even if a move returned on another node a moment ago. A read that
+// cannot pass the barrier finds nothing.
+func FindProc(ctx context.Context, f Freshener, s *raftstore.Store, cpid int) (raftstore.Proc, bool) {
+	if _, err := f.Fresh(ctx); err != nil {
+		return raftstore.Proc{}, false
+	}
+	return s.Proc(cpid)
+}

@@ -31,6 +31,14 @@ func NewToken() (string, error) {
 	return TokenPrefix + tokenEncoding.EncodeToString(b), nil
 }
 
+// NewID is a short random id in hex (12 digits): a new cluster's (its
+// CA is named by it) or a migration's.
+func NewID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // ValidToken checks the syntax of a join token; the error, wrapping
 // ErrTokenFormat, says what a token looks like without echoing s, which
 // may be a mistyped secret.

@@ -43,21 +43,18 @@ func (v *View) NodeInfos(s *raftstore.Store) []api.NodeInfo {
 	return out
 }
 
+// HandleNodes is `ssi nodes`.
 func (v *View) HandleNodes(w http.ResponseWriter, _ *http.Request) {
-	s, err := v.c.Store()
-	if err != nil {
-		api.WriteError(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, v.NodeInfos(s))
+	v.answer(w, func(s *raftstore.Store) any { return v.NodeInfos(s) })
 }
 
+// HandleStatus is `ssi status`.
 func (v *View) HandleStatus(w http.ResponseWriter, _ *http.Request) {
-	s, err := v.c.Store()
-	if err != nil {
-		api.WriteError(w, http.StatusServiceUnavailable, err)
-		return
-	}
+	v.answer(w, func(s *raftstore.Store) any { return v.status(s) })
+}
+
+// status is the cluster's health in a few lines.
+func (v *View) status(s *raftstore.Store) api.StatusInfo {
 	leader, _ := s.Leader()
 	st := api.StatusInfo{Node: v.node, ClusterID: v.c.Identity().ClusterID(), Leader: leader,
 		Quorum: leader != "" && !v.c.Stale(), Procs: len(s.Procs()), AppliedIndex: s.AppliedIndex(),
@@ -74,9 +71,21 @@ func (v *View) HandleStatus(w http.ResponseWriter, _ *http.Request) {
 			st.Voters++
 		}
 	}
-	api.WriteJSON(w, http.StatusOK, st)
+	return st
 }
 
+// answer answers what read finds in the agreed state, or 503 before
+// this node is a member.
+func (v *View) answer(w http.ResponseWriter, read func(*raftstore.Store) any) {
+	s, err := v.c.Store()
+	if err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, read(s))
+}
+
+// HandleAdmin sets an admin switch (root only, by the route).
 func (v *View) HandleAdmin(w http.ResponseWriter, r *http.Request) {
 	var req api.AdminRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
@@ -92,16 +101,13 @@ func (v *View) HandleAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	api.WriteJSON(w, http.StatusOK, struct{}{})
 }
+
+// HandleProcs is `ssi ps`.
 func (v *View) HandleProcs(w http.ResponseWriter, _ *http.Request) {
-	s, err := v.c.Store()
-	if err != nil {
-		api.WriteError(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, v.ProcInfos(s))
+	v.answer(w, func(s *raftstore.Store) any { return v.ProcInfos(s) })
 }
 
-// procInfos joins the agreed processes with their nodes' samples. Why a
+// ProcInfos joins the agreed processes with their nodes' samples. Why a
 // process cannot move comes from its node's sample (what it holds now)
 // or else from the agreed state (why its last move failed, as every node
 // knows the moment the mover does).
@@ -130,13 +136,9 @@ func (v *View) ProcInfos(s *raftstore.Store) []api.ProcInfo {
 	return out
 }
 
+// HandleMoves is `ssi migrations`.
 func (v *View) HandleMoves(w http.ResponseWriter, _ *http.Request) {
-	s, err := v.c.Store()
-	if err != nil {
-		api.WriteError(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, s.Moves())
+	v.answer(w, func(s *raftstore.Store) any { return s.Moves() })
 }
 
 // userName is uid's login name, or the number.
