@@ -12,7 +12,7 @@
 // Finish; kill and the samples read it through Live.
 //
 // It does not import cluster (the root), cluster/migration or
-// membership, and of peer only its retry helper: what it needs of the
+// membership, and of peer only its helpers (Retry, FindProc): what it needs of the
 // cluster comes in through the Cluster interface, and the migration
 // transaction settles a move an earlier agent left half done through
 // Resolver. It knows nothing of CRIU beyond reading and signalling

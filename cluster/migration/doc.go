@@ -12,6 +12,7 @@
 // deps.go: a Checkpointer (CRIU), a Host (what a process tree holds), a
 // Cluster (the agreed state and the other nodes) and this node's Jobs.
 // It does not import the root package cluster, jobs or membership, and
-// of peer only its retry helper; it never serves HTTP routes of its own choosing (the root
-// routes to its handlers) and never reads the environment.
+// of peer only its helpers (Retry, FindProc); it never serves HTTP
+// routes of its own choosing (the root routes to its handlers) and
+// never reads the environment.
 package migration
