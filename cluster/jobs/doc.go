@@ -12,9 +12,9 @@
 // Finish; kill and the samples read it through Live.
 //
 // It does not import cluster (the root), cluster/migration or
-// membership, and of peer only its helpers (Retry, FindProc): what it needs of the
-// cluster comes in through the Cluster interface, and the migration
-// transaction settles a move an earlier agent left half done through
-// Resolver. It knows nothing of CRIU beyond reading and signalling
+// membership, and of peer only its helpers (Retry, FindProc): what it
+// needs of the cluster comes in through the Cluster interface, and the
+// migration transaction settles a move an earlier agent left half done
+// through Resolver. It knows nothing of CRIU beyond reading and signalling
 // process trees (package migrate's helpers).
 package jobs
