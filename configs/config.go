@@ -19,18 +19,27 @@ import (
 
 // Config is the whole configuration of an ssi binary.
 type Config struct {
-	Node      NodeConfig      `mapstructure:"node"`
-	JoinToken string          `mapstructure:"join_token"`
-	Join      []string        `mapstructure:"join"`
-	Discovery DiscoveryConfig `mapstructure:"discovery"`
-	Cluster   ClusterConfig   `mapstructure:"cluster"`
-	DataDir   string          `mapstructure:"data_dir"`
-	Socket    string          `mapstructure:"socket"`
-	LogLevel  string          `mapstructure:"log_level"`
-	CRIU      CRIUConfig      `mapstructure:"criu"`
-	FS        FSConfig        `mapstructure:"fs"`
-	Lab       LabConfig       `mapstructure:"lab"`
-	Home      HomeConfig      `mapstructure:"home"`
+	Node      NodeConfig `mapstructure:"node"`
+	JoinToken string     `mapstructure:"join_token"`
+	// JoinTokenFile holds the token instead of JoinToken: a file (mode
+	// 0600) keeps it off command lines and out of other users' sight.
+	JoinTokenFile string          `mapstructure:"join_token_file"`
+	Join          []string        `mapstructure:"join"`
+	Discovery     DiscoveryConfig `mapstructure:"discovery"`
+	Cluster       ClusterConfig   `mapstructure:"cluster"`
+	DataDir       string          `mapstructure:"data_dir"`
+	Socket        string          `mapstructure:"socket"`
+	LogLevel      string          `mapstructure:"log_level"`
+	CRIU          CRIUConfig      `mapstructure:"criu"`
+	FS            FSConfig        `mapstructure:"fs"`
+	Lab           LabConfig       `mapstructure:"lab"`
+	Home          HomeConfig      `mapstructure:"home"`
+	Jobs          JobsConfig      `mapstructure:"jobs"`
+}
+
+// JobsConfig bounds what one user may ask of the cluster.
+type JobsConfig struct {
+	MaxPerUser int `mapstructure:"max_per_user"`
 }
 
 // NodeConfig says who this node is on the network.
@@ -65,6 +74,8 @@ type ClusterConfig struct {
 	RemoveAfter       time.Duration `mapstructure:"remove_after"`
 	TelemetryInterval time.Duration `mapstructure:"telemetry_interval"`
 	ReadWait          time.Duration `mapstructure:"read_wait"`
+	CertLifetime      time.Duration `mapstructure:"cert_lifetime"`
+	TokenTTL          time.Duration `mapstructure:"token_ttl"`
 }
 
 // CRIUConfig locates CRIU and says how it must be run on this machine.
@@ -80,6 +91,8 @@ type FSConfig struct {
 	Mountpoint   string        `mapstructure:"mountpoint"`
 	AttrTimeout  time.Duration `mapstructure:"attr_timeout"`
 	EntryTimeout time.Duration `mapstructure:"entry_timeout"`
+	// HideOtherUsers hides other users' processes, like /proc's hidepid=2.
+	HideOtherUsers bool `mapstructure:"hide_other_users"`
 }
 
 // LabConfig configures `ssi lab`, the simulated cluster on one machine.
@@ -106,6 +119,7 @@ var Keys = []Key{
 	{"node.advertise_addr", "", "address other nodes use to reach this one; empty means the first non-loopback address"},
 	{"node.port", 7700, "the cluster port (node-to-node traffic)"},
 	{"join_token", "", "secret that lets this agent join (ssi token create); empty: join nobody, form a cluster"},
+	{"join_token_file", "", "file (mode 0600) holding the join token; keeps the secret off command lines"},
 	{"join", []string{}, "addresses (host:port) of members to join, besides those found by discovery"},
 	{"discovery.enabled", true, "find other agents by UDP multicast beacons on the LAN"},
 	{"discovery.group", "239.255.77.77:7701", "multicast group and port of the beacons"},
@@ -115,6 +129,9 @@ var Keys = []Key{
 	{"cluster.remove_after", 10 * time.Minute, "the leader removes a node not heard from for this long"},
 	{"cluster.telemetry_interval", time.Second, "how often nodes exchange their load"},
 	{"cluster.read_wait", 2 * time.Second, "how long a read waits for the quorum before it serves this node's replica as it is"},
+	{"cluster.cert_lifetime", 30 * 24 * time.Hour, "lifetime of node certificates; each renews itself at two thirds of it"},
+	{"cluster.token_ttl", 24 * time.Hour, "how long a join token is valid unless ssi token create --ttl says otherwise"},
+	{"jobs.max_per_user", 1024, "cluster processes one uid may have at once (EAGAIN beyond); 0: no limit"},
 	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
 	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
 	{"log_level", "info", "debug, info, warn or error"},
@@ -124,6 +141,7 @@ var Keys = []Key{
 	{"fs.mountpoint", "/cluster", "where the cluster file system is mounted; empty: no mount"},
 	{"fs.attr_timeout", time.Duration(0), "how long the kernel may cache attributes in /cluster/proc, nodes and admin; 0: never (one truth on every node)"},
 	{"fs.entry_timeout", time.Duration(0), "how long the kernel may cache names in /cluster/proc, nodes and admin; 0: never (one truth on every node)"},
+	{"fs.hide_other_users", false, "hide other users' processes in /cluster/proc and ssi ps (like hidepid=2); root sees all"},
 	{"home.backend", "raft", "raft: /cluster/home replicated by the cluster; path: serve home.path (an existing shared mount)"},
 	{"home.path", "", "with home.backend path: the shared directory (NFS, CephFS, ...) to serve as /cluster/home"},
 	{"home.max_file_size", 4 << 30, "largest file in /cluster/home, bytes (EFBIG beyond); 0: no limit"},
@@ -256,6 +274,12 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("join %q: want host:port", a))
 		}
+	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		errs = append(errs, errors.New("join_token and join_token_file: set one"))
+	}
+	if c.Cluster.CertLifetime < 10*time.Second || c.Cluster.TokenTTL <= 0 || c.Jobs.MaxPerUser < 0 {
+		errs = append(errs, errors.New("cluster.cert_lifetime must be >= 10s, cluster.token_ttl > 0, jobs.max_per_user >= 0"))
 	}
 	if c.Discovery.Interval <= 0 || c.Discovery.Wait < 0 || c.Cluster.TelemetryInterval <= 0 || c.Cluster.RemoveAfter <= 0 || c.Cluster.ReadWait <= 0 {
 		errs = append(errs, errors.New("discovery.interval, cluster.telemetry_interval, cluster.remove_after and cluster.read_wait must be > 0"))

@@ -19,6 +19,8 @@ type NodeUpsert struct {
 	Memory   uint64    `json:"memory"`
 	Speed    int       `json:"speed"`
 	JoinedAt time.Time `json:"joined_at"`
+	// UsersDigest: see Node.UsersDigest.
+	UsersDigest string `json:"users_digest,omitempty"`
 }
 
 // NodeRemove deletes a node's record. Processes that name the node are
@@ -74,6 +76,7 @@ func applyNodeUpsert(s *state, c NodeUpsert) error {
 	n := Node{
 		Name: c.Name, Addr: c.Addr, State: st,
 		CPUs: c.CPUs, Memory: c.Memory, Speed: c.Speed, JoinedAt: c.JoinedAt,
+		UsersDigest: c.UsersDigest,
 	}
 	if old, ok := s.nodes[c.Name]; ok {
 		n.Admin = old.Admin
@@ -90,6 +93,7 @@ func applyNodeRemove(s *state, c NodeRemove) error {
 		return fmt.Errorf("node remove %q: %w", c.Name, ErrNotFound)
 	}
 	delete(s.nodes, c.Name)
+	s.revokeNode(c.Name)
 	// What ran there went with it; moves towards it cannot finish.
 	for cpid, m := range s.migrations {
 		if m.To == c.Name {

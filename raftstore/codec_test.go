@@ -24,6 +24,10 @@ func allCommands() []Command {
 		MigrationEnd{CPID: 3, ID: "m", Commit: true},
 		TokenAdd{Hash: HashToken("t"), CreatedAt: t0},
 		TokenRemove{Hash: HashToken("t")},
+		TokenUse{Hash: HashToken("t"), At: t0},
+		TokenRevoke{Key: "abc"},
+		CertIssue{Serial: "0a", Node: "n1", NotAfter: t0, At: t0},
+		CertRevoke{Serial: "0a"},
 	}, allHomeCommands()...)
 }
 

@@ -40,6 +40,10 @@ const (
 	CmdHomeUnlink     CommandType = 19
 	CmdHomeRmdir      CommandType = 20
 	CmdHomeRename     CommandType = 21
+	CmdTokenUse       CommandType = 22
+	CmdTokenRevoke    CommandType = 23
+	CmdCertIssue      CommandType = 24
+	CmdCertRevoke     CommandType = 25
 )
 
 // Command is one change to the agreed state. The set is closed: only the
@@ -89,6 +93,10 @@ var codecs = map[CommandType]codec{
 	CmdHomeUnlink:   v1[HomeUnlink]("home unlink"),
 	CmdHomeRmdir:    v1[HomeRmdir]("home rmdir"),
 	CmdHomeRename:   v1[HomeRename]("home rename"),
+	CmdTokenUse:     v1[TokenUse]("token use"),
+	CmdTokenRevoke:  v1[TokenRevoke]("token revoke"),
+	CmdCertIssue:    v1[CertIssue]("cert issue"),
+	CmdCertRevoke:   v1[CertRevoke]("cert revoke"),
 }
 
 // v1 is the codec of a command that has only ever had version 1.

@@ -57,6 +57,8 @@ var (
 	ErrBadCommand = errors.New("bad command encoding")
 	// ErrBadSnapshot means a snapshot stream is truncated or corrupt.
 	ErrBadSnapshot = errors.New("bad snapshot")
+	// ErrTokenSpent means a join token is expired, revoked or used up.
+	ErrTokenSpent = errors.New("join token no longer valid")
 )
 
 // NotLeaderError is returned by leader-only calls made on a follower.

@@ -86,6 +86,14 @@ func (f *fsm) dispatch(cmd Command) applyResult {
 		return applyResult{err: applyTokenAdd(s, c)}
 	case TokenRemove:
 		return applyResult{err: applyTokenRemove(s, c)}
+	case TokenUse:
+		return applyResult{err: applyTokenUse(s, c)}
+	case TokenRevoke:
+		return applyResult{err: applyTokenRevoke(s, c)}
+	case CertIssue:
+		return applyResult{err: applyCertIssue(s, c)}
+	case CertRevoke:
+		return applyResult{err: applyCertRevoke(s, c)}
 	case HomeConfig:
 		return applyResult{err: applyHomeConfig(s, c)}
 	case HomeCreate:

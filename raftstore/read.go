@@ -78,11 +78,19 @@ func (r stateReader) TokenHashes() []TokenHash {
 	return out
 }
 
-// HasToken reports whether hash (see HashToken) is a valid join token's.
+// HasToken reports whether hash (see HashToken) is a known join token's,
+// valid or not (see Token for its status).
 func (r stateReader) HasToken(hash string) bool {
-	var ok bool
-	r.fsm.view(func(st *state) { _, ok = st.tokens[hash] })
+	_, ok := r.Token(hash)
 	return ok
+}
+
+// Token returns the join token whose hash (see HashToken) is hash.
+func (r stateReader) Token(hash string) (TokenHash, bool) {
+	var t TokenHash
+	var ok bool
+	r.fsm.view(func(st *state) { t, ok = st.tokens[hash] })
+	return t, ok
 }
 
 // NextCPID returns the number the cpid counter hands out next.

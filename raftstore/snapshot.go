@@ -41,6 +41,7 @@ const (
 	recHomeBlock  byte = 9
 	recEnded      byte = 10
 	recMove       byte = 11
+	recCert       byte = 12
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -109,6 +110,9 @@ func writeSnapshot(w io.Writer, st *state) error {
 	}
 	for _, t := range st.tokenList() {
 		sw.record(recToken, t)
+	}
+	for _, c := range st.certList() {
+		sw.record(recCert, c)
 	}
 	writeHome(sw, st.home)
 	for _, e := range st.ended {
@@ -211,6 +215,15 @@ func (st *state) addRecord(typ byte, body []byte) error {
 			return errors.New("duplicate token")
 		}
 		st.tokens[t.Hash] = t
+	case recCert:
+		var c Cert
+		if err := json.Unmarshal(body, &c); err != nil {
+			return err
+		}
+		if _, dup := st.certs[c.Serial]; dup {
+			return errors.New("duplicate certificate")
+		}
+		st.certs[c.Serial] = c
 	case recHomeConfig, recHomeInode, recHomeDirent, recHomeBlock:
 		return st.home.addHomeRecord(typ, body)
 	case recEnded:

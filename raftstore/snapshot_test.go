@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func assertStateEqual(t *testing.T, want, got *state) {
@@ -37,7 +38,10 @@ func richFSM(t *testing.T) *testFSM {
 		ProcUpdate{CPID: 11, State: ptr(ProcExited), ExitCode: ptr(1), Lock: ptr(true)},
 		MigrationStart{ID: "m1", CPID: 10, To: "n2", StartedAt: t0, Phase: "dump"},
 		TokenAdd{Hash: HashToken("a"), CreatedAt: t0},
-		TokenAdd{Hash: HashToken("b"), CreatedAt: t0},
+		TokenAdd{Hash: HashToken("b"), CreatedAt: t0, ID: "tb", ExpiresAt: t0.Add(time.Hour), Uses: 2},
+		TokenUse{Hash: HashToken("b"), At: t0},
+		CertIssue{Serial: "01", Node: "n1", NotAfter: t0.Add(time.Hour), At: t0},
+		CertRevoke{Serial: "02"},
 	)
 	return f
 }

@@ -83,6 +83,9 @@ type Node struct {
 	Speed    int       `json:"speed"` // relative; higher is faster
 	Admin    Admin     `json:"admin"`
 	JoinedAt time.Time `json:"joined_at"`
+	// UsersDigest is a digest of the node's user database (name:uid
+	// pairs): the same uid must mean the same user on every node.
+	UsersDigest string `json:"users_digest,omitempty"`
 }
 
 // Proc is one cluster process: its home node, where it runs now and what
@@ -123,7 +126,12 @@ type Migration struct {
 // of the token (see HashToken), never the token itself.
 type TokenHash struct {
 	Hash      string    `json:"hash"`
+	ID        string    `json:"id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
+	Uses      int       `json:"uses,omitempty"`      // 0: any number
+	Used      int       `json:"used,omitempty"`
+	Revoked   bool      `json:"revoked,omitempty"`
 }
 
 // state is the FSM's whole agreed state. It is only touched under the
@@ -133,6 +141,7 @@ type state struct {
 	procs      map[int]*Proc
 	migrations map[int]*Migration // by cpid
 	tokens     map[string]TokenHash
+	certs      map[string]Cert // by serial
 	nextCPID   int
 	home       *homeState   // the replicated /cluster/home
 	ended      []Ended      // recent ends, oldest first (history.go)
@@ -148,6 +157,7 @@ func newState() *state {
 		procs:      map[int]*Proc{},
 		migrations: map[int]*Migration{},
 		tokens:     map[string]TokenHash{},
+		certs:      map[string]Cert{},
 		nextCPID:   1,
 		home:       newHomeState(),
 	}
@@ -160,6 +170,7 @@ func (s *state) clone() *state {
 		procs:      make(map[int]*Proc, len(s.procs)),
 		migrations: make(map[int]*Migration, len(s.migrations)),
 		tokens:     maps.Clone(s.tokens),
+		certs:      maps.Clone(s.certs),
 		nextCPID:   s.nextCPID,
 		home:       s.home.clone(),
 		applied:    s.applied,
