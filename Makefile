@@ -6,7 +6,7 @@ GO ?= go
 # Root-only tests (CRIU, FUSE, lab) run as root; as a normal user they skip.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all setup build test unit vet demo bench clean
+.PHONY: all setup build test unit vet demo bench fuzz clean
 
 all: build
 
@@ -27,8 +27,15 @@ vet:
 
 # -p 1: packages build labs and compare the host's state before and after;
 # run in parallel, one package's lab would show up in another's comparison.
+# Then every fuzz target runs briefly (integration/fuzz.sh).
 test: setup vet
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
+	FUZZTIME=3s bash integration/fuzz.sh
+
+# Every fuzz target for FUZZTIME each (default one minute).
+FUZZTIME ?= 1m
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash integration/fuzz.sh
 
 # Unit tests only: no root, no CRIU, no lab.
 unit:
