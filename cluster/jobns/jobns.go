@@ -13,6 +13,11 @@
 // node's mount at the same place (CRIU's external mounts), as runc does for
 // a container's bind mounts.
 //
+// A job also runs as its caller really is: the agent reads the caller's
+// resource limits, umask, groups and oom_score_adj (a Caller, in the
+// Spec) and the init applies them (Caller.Apply) before it runs the
+// command.
+//
 // The package must not start processes or talk to CRIU: job-init (cmd/ssi)
 // calls Setup, the migration code asks NodeMounts which mounts to leave
 // behind.
@@ -184,6 +189,10 @@ type Spec struct {
 	// stdout and takes each later size from WinsizeFD.
 	TTY  bool    `json:"tty,omitempty"`
 	Size Winsize `json:"size,omitzero"`
+	// Caller is the rest of who asked for the job (limits, umask,
+	// groups, oom_score_adj); nil keeps the init's own, which only
+	// tests do.
+	Caller *Caller `json:"caller,omitempty"`
 }
 
 // WinsizeFD is where a terminal job's init reads window sizes: a pipe

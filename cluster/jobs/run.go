@@ -3,12 +3,15 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"ssi/cluster/api"
 	"ssi/cluster/jobns"
@@ -18,21 +21,22 @@ import (
 	"ssi/raftstore"
 )
 
-// HandleRun starts a job as the calling user: `ssi job-init` as PID 1 of
-// a new PID namespace and session, running the command, in this node's
-// cgroup. It is registered in the agreed state with the cpid equal to the
-// pid the caller sees where that number is free, and forgotten when the
-// whole job has ended. Attached, the connection becomes the job's stdio
-// stream (frames) once the cpid is sent.
+// HandleRun starts a job as the calling user really is (see callerOf):
+// `ssi job-init` as PID 1 of a new PID namespace and session, running
+// the command, in this node's cgroup. It is registered in the agreed
+// state with the cpid equal to the pid the caller sees where that number
+// is free, and forgotten when the whole job has ended. Attached, the
+// connection becomes the job's stdio stream (frames) once the cpid is
+// sent.
 func (t *Table) HandleRun(w http.ResponseWriter, r *http.Request) {
-	uid, gid, ok := api.PeerCred(api.ConnOf(r))
-	if !ok {
-		api.WriteError(w, http.StatusForbidden, fmt.Errorf("cannot tell who is asking"))
+	req, err := decodeRun(w, r)
+	if err != nil {
+		answer(w, http.StatusBadRequest, err)
 		return
 	}
-	var req api.RunRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil || len(req.Argv) == 0 {
-		api.WriteError(w, http.StatusBadRequest, fmt.Errorf("want a command"))
+	cl, err := callerOf(api.ConnOf(r), req.NofileSoft)
+	if err != nil {
+		api.WriteError(w, http.StatusForbidden, err)
 		return
 	}
 	if _, err := t.c.Store(); err != nil {
@@ -43,14 +47,13 @@ func (t *Table) HandleRun(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	if req.TTY && !req.Attach {
-		api.WriteError(w, http.StatusBadRequest, fmt.Errorf("a terminal needs an attached caller"))
+	release, err := t.admit(r.Context(), cl.uid)
+	if err != nil {
+		answer(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	if req.TTY && (req.Size.Rows == 0 || req.Size.Cols == 0) {
-		req.Size = jobns.DefaultWinsize
-	}
-	l := &launch{req: req, uid: uid, gid: gid}
+	defer release()
+	l := &launch{req: req, caller: cl}
 	if status, err := l.start(t.cfg.DataDir); err != nil {
 		api.WriteError(w, status, err)
 		return
@@ -61,6 +64,7 @@ func (t *Table) HandleRun(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
+	release()
 	j := &Job{cpid: cpid, proc: l.cmd.Process}
 	if !req.Attach {
 		t.add(j)
@@ -70,12 +74,34 @@ func (t *Table) HandleRun(w http.ResponseWriter, r *http.Request) {
 	t.attach(w, l, j)
 }
 
+// decodeRun reads a run request and checks what it asks for, before
+// anything is started.
+func decodeRun(w http.ResponseWriter, r *http.Request) (api.RunRequest, error) {
+	var req api.RunRequest
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRunBody)).Decode(&req)
+	var tooLong *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLong):
+		return req, errTooBig(0)
+	case err != nil || len(req.Argv) == 0:
+		return req, errors.New("want a command")
+	case req.TTY && !req.Attach:
+		return req, errors.New("a terminal needs an attached caller")
+	case len(req.Dir) > unix.PathMax:
+		return req, errors.New("the working directory's path is too long")
+	}
+	if req.TTY && (req.Size.Rows == 0 || req.Size.Cols == 0) {
+		req.Size = jobns.DefaultWinsize
+	}
+	return req, tooBig(req.Argv, req.Env)
+}
+
 // launch is a job HandleRun is starting.
 type launch struct {
-	req      api.RunRequest
-	uid, gid uint32
-	cmd      *exec.Cmd
-	ours     *stdio.Pipes // our ends of its stdio, when attached
+	req    api.RunRequest
+	caller caller
+	cmd    *exec.Cmd
+	ours   *stdio.Pipes // our ends of its stdio, when attached
 	// gateW holds the job's init back until it is sent its Spec: the job
 	// is registered (and in its cgroup) before it runs anything.
 	gateW *os.File
@@ -137,7 +163,7 @@ func closeAll(fs []*os.File) {
 func (t *Table) register(ctx context.Context, l *launch) (int, error) {
 	pid := l.cmd.Process.Pid
 	raw, err := t.c.Apply(ctx, raftstore.ProcAdd{CPID: pid, Home: t.cfg.Node,
-		UID: int(l.uid), Argv: l.req.Argv, StartedAt: time.Now()})
+		UID: int(l.caller.uid), Argv: l.req.Argv, StartedAt: time.Now()})
 	var res raftstore.Result
 	if err == nil {
 		err = json.Unmarshal(raw, &res)
@@ -153,7 +179,8 @@ func (t *Table) register(ctx context.Context, l *launch) (int, error) {
 		t.log.Warn("the job's cgroup", "cpid", res.CPID, "err", err)
 	}
 	req := l.req
-	spec, _ := json.Marshal(jobns.Spec{UID: l.uid, GID: l.gid, Dir: req.Dir, Env: req.Env, TTY: req.TTY, Size: req.Size})
+	spec, _ := json.Marshal(jobns.Spec{UID: l.caller.uid, GID: l.caller.gid, Dir: req.Dir, Env: req.Env,
+		TTY: req.TTY, Size: req.Size, Caller: &l.caller.Caller})
 	if _, err := l.gateW.Write(spec); err != nil {
 		t.log.Warn("letting the job start", "cpid", res.CPID, "err", err)
 	}
@@ -206,13 +233,6 @@ func jobCommand(dataDir string, req api.RunRequest) (*exec.Cmd, error) {
 	self, err := InitPath(dataDir)
 	if err != nil {
 		return nil, err
-	}
-	size := len(req.Dir)
-	for _, kv := range req.Env {
-		size += len(kv) + 8
-	}
-	if size > jobns.MaxSpec-4096 {
-		return nil, fmt.Errorf("the environment is larger than %d bytes", jobns.MaxSpec-4096)
 	}
 	cmd := exec.Command(self, append([]string{"job-init", "--"}, req.Argv...)...)
 	cmd.Dir = "/"

@@ -22,6 +22,9 @@ type Config struct {
 	// DataDir holds the job records (DataDir/jobs) and the job init
 	// (DataDir/bin).
 	DataDir string
+	// MaxPerUser is how many cluster processes one uid other than root
+	// may have at once, cluster-wide (jobs.max_per_user); 0: no limit.
+	MaxPerUser int
 }
 
 // Cluster is what the table needs of the cluster. Every method may be
@@ -57,6 +60,7 @@ type Table struct {
 	cg       cgroups
 	samp     sampler
 	adopted  chan struct{} // closed once Adopt is done
+	starting userLocks     // one start at a time per uid, for MaxPerUser
 
 	// changed is told when a job comes, goes, or begins or ends a move:
 	// what a wait for a job here blocks on.

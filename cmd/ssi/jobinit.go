@@ -56,9 +56,13 @@ func jobInit(argv []string) (int, error) {
 		return 1, err
 	}
 	if os.Geteuid() == 0 {
-		if err := enterJob(spec); err != nil {
-			return 1, err
-		}
+		err = enterJob(spec)
+	} else if spec.Caller != nil {
+		// Not root (a test): what an unprivileged process may take.
+		err = spec.Caller.Apply()
+	}
+	if err != nil {
+		return 1, err
 	}
 	if err := takeUserEnv(spec); err != nil {
 		return 1, err
@@ -98,9 +102,17 @@ func enterJob(spec jobns.Spec) error {
 	// A /dev/null opened in the node's mount namespace would tie
 	// the job to it: CRIU could not move it ("Can't lookup mount").
 	reopenNull()
+	var groups []uint32
+	if c := spec.Caller; c != nil {
+		// As root: the caller's hard limits may be above the agent's.
+		if err := c.Apply(); err != nil {
+			return fmt.Errorf("job: the caller's limits: %w", err)
+		}
+		groups = c.Groups
+	}
 	// Whatever happened above, the user's command never runs as root
 	// unless the user is root.
-	if err := becomeUser(spec.UID, spec.GID); err != nil {
+	if err := becomeUser(spec.UID, spec.GID, groups); err != nil {
 		return fmt.Errorf("job: %w", err)
 	}
 	return nil
@@ -393,22 +405,26 @@ func reopenNull() {
 	}
 }
 
-// becomeUser drops root for uid/gid (no supplementary groups), for every
-// thread of this process, and keeps the process dumpable: changing
-// credentials clears that flag, and CRIU, running as the user, could then
-// not inspect this init.
-func becomeUser(uid, gid uint32) error {
-	if uid == 0 {
-		return nil
+// becomeUser drops root for uid/gid with the caller's supplementary
+// groups, for every thread of this process, and keeps the process
+// dumpable: changing credentials clears that flag, and CRIU, running as
+// the user, could then not inspect this init. A root caller's job keeps
+// root, with the caller's groups and gid.
+func becomeUser(uid, gid uint32, groups []uint32) error {
+	gids := make([]int, len(groups))
+	for i, g := range groups {
+		gids[i] = int(g)
 	}
-	if err := syscall.Setgroups(nil); err != nil {
+	if err := syscall.Setgroups(gids); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
 	if err := syscall.Setresgid(int(gid), int(gid), int(gid)); err != nil {
 		return fmt.Errorf("setresgid %d: %w", gid, err)
 	}
-	if err := syscall.Setresuid(int(uid), int(uid), int(uid)); err != nil {
-		return fmt.Errorf("setresuid %d: %w", uid, err)
+	if uid != 0 {
+		if err := syscall.Setresuid(int(uid), int(uid), int(uid)); err != nil {
+			return fmt.Errorf("setresuid %d: %w", uid, err)
+		}
 	}
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
 }

@@ -2,8 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
-
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,8 +13,55 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ssi/cluster/jobns"
 )
+
+// TestMain lets this test binary become a user in a process of its own,
+// as a job's init does (SSI_JOBINIT_TEST_BECOME), and show who it is.
+func TestMain(m *testing.M) {
+	if os.Getenv("SSI_JOBINIT_TEST_BECOME") != "" {
+		if err := becomeUser(1000, 1000, []uint32{1000, 27, 4}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		status, _ := os.ReadFile("/proc/self/status")
+		for _, l := range strings.Split(string(status), "\n") {
+			if k, _, _ := strings.Cut(l, ":"); k == "Uid" || k == "Gid" || k == "Groups" {
+				fmt.Println(strings.Join(strings.Fields(l), " "))
+			}
+		}
+		dumpable, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+		fmt.Println("dumpable", dumpable)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// The job's init becomes its caller with the caller's supplementary
+// groups (not none), and stays dumpable for CRIU.
+func TestBecomeUserTakesTheCallersGroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("becoming another user takes root")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), "SSI_JOBINIT_TEST_BECOME=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := "Uid: 1000 1000 1000 1000\nGid: 1000 1000 1000 1000\nGroups: 4 27 1000\ndumpable 1\n"
+	if string(out) != want {
+		t.Fatalf("the job's init became\n%s\nwant\n%s", out, want)
+	}
+}
 
 // These tests run job-init's terminal relay on a pty of the machine's
 // /dev/ptmx (job-init opens its job's own, which takes root to mount):

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -81,7 +86,7 @@ func runRun(cmd *cobra.Command, args []string, opts runOptions) error {
 		return err
 	}
 	c := api.NewClient(cfg.Socket)
-	req := api.RunRequest{Argv: args, Dir: dir, Env: os.Environ()}
+	req := api.RunRequest{Argv: args, Dir: dir, Env: os.Environ(), NofileSoft: nofileBeforeGo(cmd.Context())}
 	// An empty target, or this node, means the process stays here.
 	if target == cfg.Node.Name {
 		target = ""
@@ -90,6 +95,29 @@ func runRun(cmd *cobra.Command, args []string, opts runOptions) error {
 		return runDetached(cmd, c, req, target)
 	}
 	return runAttached(cmd, c, req, target, opts.tty)
+}
+
+// nofileBeforeGo is the soft RLIMIT_NOFILE this process started with if
+// the Go runtime raised it (to the hard limit less one: see package
+// syscall), else 0. The agent reads the caller's limits from this
+// process, and a job must get its user's soft limit, not Go's: a child
+// has it back, since Go restores it for the programs it starts.
+func nofileBeforeGo(ctx context.Context) uint64 {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil || l.Max == 0 || l.Cur != l.Max-1 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "/bin/sh", "-c", "ulimit -Sn").Output()
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil { // "unlimited"
+		return 0
+	}
+	return n
 }
 
 // runDetached starts req, prints its cpid and, given a target, moves it
