@@ -29,8 +29,9 @@ type Options struct {
 	// Home serves /cluster/home; nil leaves it out.
 	Home Home
 	// HomePath, if set, serves this existing directory (a shared mount:
-	// NFS, CephFS, ...) as /cluster/home instead of Home. Files are
-	// created as the caller, with the underlying file system's semantics.
+	// NFS, CephFS, ...) as /cluster/home instead of Home. Every change is
+	// made as the caller, with the underlying file system's semantics,
+	// and no symlink in it is ever followed (loopback.go).
 	HomePath string
 	Log      *slog.Logger
 }
@@ -122,7 +123,7 @@ func newRootNode(v View, o *Options) (*rootNode, error) {
 	root := &rootNode{view: v, cfg: o, cache: cacheTimes{attr: o.AttrTimeout, entry: o.EntryTimeout}}
 	switch {
 	case o.HomePath != "":
-		lb, err := gofs.NewLoopbackRoot(o.HomePath)
+		lb, err := newPathHome(o.HomePath)
 		if err != nil {
 			return nil, fmt.Errorf("home.path %s: %w", o.HomePath, err)
 		}
