@@ -107,6 +107,7 @@ var errorCodes = []struct {
 	{"file_too_big", ErrFileTooBig},
 	{"no_space", ErrNoSpace},
 	{"bad_command", ErrBadCommand},
+	{"token_spent", ErrTokenSpent},
 }
 
 // ErrorCode returns a short stable code for the sentinel err wraps ("busy",
