@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,6 +53,9 @@ type Config struct {
 	Mountpoint   string
 	AttrTimeout  time.Duration
 	EntryTimeout time.Duration
+	// HideOtherUsers hides other users' processes in /cluster/proc and
+	// `ssi ps` (fs.hide_other_users).
+	HideOtherUsers bool
 	// ReadWait bounds how long a read waits for the read barrier without
 	// quorum before it serves this replica (0: peer.DefaultReadWait).
 	ReadWait time.Duration
@@ -60,6 +64,9 @@ type Config struct {
 	CRIUWorkDir string
 	// MoveHooks are the tests' failure points of a move (nil: none).
 	MoveHooks *migration.Hooks
+	// JobsMaxPerUser is how many cluster processes one uid other than
+	// root may have at once (jobs.Config.MaxPerUser); 0: no limit.
+	JobsMaxPerUser int
 }
 
 // Agent is one node's daemon: its subsystems, wired together.
@@ -81,6 +88,7 @@ type Agent struct {
 	metrics  *metrics
 	mount    atomic.Pointer[fs.Mounted] // nil without /cluster
 	mux      *transport.Mux             // set by becomeMember
+	trust    *membership.Trust          // set by becomeMember
 }
 
 // NewAgent builds an agent's subsystems; Run starts them.
@@ -109,15 +117,15 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.peer = peer.New(peer.Config{Node: cfg.NodeName, ReadWait: cfg.ReadWait, Log: a.log, Metrics: a.metrics})
 	a.members = membership.New(a.membershipConfig(), a.peer, a.tel)
 	a.sessions = stdio.NewSessions(a.listed, log.With("component", "stdio"))
-	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir}, a.peer, a.sessions, moveCluster{a.peer}.DialMigrate,
-		log.With("component", "jobs"))
+	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir, MaxPerUser: cfg.JobsMaxPerUser},
+		a.peer, a.sessions, moveCluster{a.peer}.DialMigrate, log.With("component", "jobs"))
 	criu := migrate.New(cfg.CRIU, log.With("component", "criu"))
 	host := &migration.NodeHost{Node: cfg.NodeName, Mountpoint: cfg.Mountpoint, Flush: a.flushHome,
 		JobInit: func() (string, error) { return jobs.InitPath(cfg.DataDir) }}
 	a.mover = migration.New(migration.Config{Node: cfg.NodeName, WorkDir: cfg.CRIUWorkDir, Mountpoint: cfg.Mountpoint},
 		criu, host, moveCluster{a.peer}, moveJobs{a.jobs, log}, a.placeBalance, cfg.MoveHooks, log.With("component", "migration"))
 	a.metrics.reg.MustRegister(a.mover.Collectors()...)
-	a.view = view.New(cfg.NodeName, a.peer, a.tel, a.mover)
+	a.view = view.New(cfg.NodeName, a.peer, a.tel, a.mover, view.Options{HideOtherUsers: cfg.HideOtherUsers})
 	return a, nil
 }
 
@@ -196,6 +204,7 @@ func (a *Agent) runLoops(ctx context.Context, wg *sync.WaitGroup, formed bool) {
 		func(ctx context.Context) { a.members.Announce(ctx, formed) },
 		pusher.Run,
 		a.members.LeaderLoop,
+		a.trust.Run,
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
@@ -208,6 +217,7 @@ func (a *Agent) becomeMember(id *transport.Identity, formed bool) error {
 		Log:       a.base.With("component", "transport"),
 		Advertise: a.advertise,
 		Join:      a.members.JoinHandler(),
+		IsMember:  a.memberAddr,
 	})
 	if err != nil {
 		return err
@@ -223,10 +233,33 @@ func (a *Agent) becomeMember(id *transport.Identity, formed bool) error {
 	}
 	a.mux = mux
 	a.peer.Join(id, store)
+	// Before the peer routes serve: they include the trust's.
+	a.trust = membership.NewTrust(membership.TrustConfig{Node: a.cfg.NodeName, DataDir: a.cfg.DataDir,
+		CertLifetime: a.cfg.Membership.CertLifetime, Drop: mux.Drop, Log: a.base.With("component", "trust")}, a.peer, id)
 	peerSrv := &http.Server{Handler: a.peerHandler(), ReadHeaderTimeout: 5 * time.Second, ConnContext: api.ConnContext}
 	go func() { _ = peerSrv.Serve(mux.Listener(transport.ProtoRPC)) }()
 	go a.serveMigrations(mux.Listener(transport.ProtoMigrate))
 	return nil
+}
+
+// memberAddr tells the cluster port a member's address from a stranger's
+// (transport.Options.IsMember): an address of a node in the agreed
+// state, as this replica has it, or this machine's loopback. Before the
+// store opens, every other address is a stranger's.
+func (a *Agent) memberAddr(ip netip.Addr) bool {
+	if ip.IsLoopback() {
+		return true
+	}
+	s, err := a.peer.Store()
+	if err != nil {
+		return false
+	}
+	for _, n := range s.Nodes() {
+		if ap, err := netip.ParseAddrPort(n.Addr); err == nil && ap.Addr().Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // leave closes the store and the cluster port.

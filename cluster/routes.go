@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/membership"
 	"ssi/cluster/peer"
 	"ssi/cluster/transport"
 	"ssi/cluster/wire"
@@ -24,7 +25,10 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("GET /v1/health", a.handleHealth)
 	m.HandleFunc("GET /v1/nodes", fresh(a.view.HandleNodes))
 	m.HandleFunc("GET /v1/status", fresh(a.view.HandleStatus))
-	m.HandleFunc("POST /v1/tokens", api.RootOnly(a.handleTokenCreate))
+	tokens := a.members.Tokens()
+	m.HandleFunc("POST /v1/tokens", api.RootOnly(tokens.HandleCreate))
+	m.HandleFunc("GET /v1/tokens", api.RootOnly(fresh(tokens.HandleList)))
+	m.HandleFunc("POST /v1/tokens/revoke", api.RootOnly(fresh(tokens.HandleRevoke)))
 	m.HandleFunc("POST /v1/admin", api.RootOnly(a.view.HandleAdmin))
 	m.HandleFunc("POST /v1/run", a.jobs.HandleRun)
 	m.HandleFunc("POST /v1/migrate", a.mover.HandleLocal)
@@ -47,6 +51,8 @@ func (a *Agent) peerHandler() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("POST "+peer.ApplyPath, a.peer.HandleApply)
 	m.HandleFunc("POST /v1/join", a.members.HandleJoin)
+	m.HandleFunc("POST "+membership.CAPath, a.trust.HandleCA)
+	m.HandleFunc("POST "+membership.RenewPath, a.trust.HandleRenew)
 	m.HandleFunc("POST /v1/telemetry", a.tel.Handle)
 	m.HandleFunc("POST /v1/applied", a.peer.HandleApplied)
 	m.HandleFunc("POST /v1/migrate", a.mover.HandlePeer)
@@ -113,20 +119,28 @@ func (a *Agent) serveMigrationConn(conn net.Conn) {
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})
+	// Every stream is bound to the node its certificate names, never to
+	// a node the header names: that node must be the one the agreed
+	// state says the stream is for.
+	from := transport.PeerName(conn)
 	switch hdr.Kind {
 	case wire.KindStdio:
 		s := a.sessions.Get(hdr.CPID)
 		if s == nil {
 			return
 		}
-		// Only the node the process runs on holds its stdio.
-		if peer := transport.PeerName(conn); !a.runsOn(hdr.CPID, peer) {
-			a.log.Warn("refusing a stdio stream", "cpid", hdr.CPID, "peer", peer)
+		// Only the node the process runs on holds its stdio: another
+		// member would read its stdin and write its output.
+		if !a.runsOn(hdr.CPID, from) {
+			a.log.Warn("refusing a stdio stream", "cpid", hdr.CPID, "peer", from)
 			return
 		}
 		s.ServeHolder(c)
 	case wire.KindMove:
-		a.mover.Receive(conn, c, hdr, transport.PeerName(conn))
+		// The mover takes it only from the source of the agreed move.
+		a.mover.Receive(conn, c, hdr, from)
+	default:
+		a.log.Warn("migration port: unknown stream kind", "peer", from, "kind", hdr.Kind)
 	}
 }
 

@@ -25,6 +25,7 @@ type fakeView struct {
 	admin   map[string]bool
 	asked   []string
 	migrate error
+	hide    bool // other users' processes are hidden (fs.hide_other_users)
 }
 
 func (v *fakeView) Nodes() []NodeView {
@@ -32,10 +33,21 @@ func (v *fakeView) Nodes() []NodeView {
 	defer v.mu.Unlock()
 	return append([]NodeView(nil), v.nodes...)
 }
-func (v *fakeView) Procs() []ProcView {
+func (v *fakeView) Procs(uid uint32) []ProcView {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]ProcView(nil), v.procs...)
+	var out []ProcView
+	for _, p := range v.procs {
+		if !v.hide || uid == 0 || uint32(p.UID) == uid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+func (v *fakeView) PerUser() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.hide
 }
 func (v *fakeView) Admin() map[string]bool {
 	v.mu.Lock()
@@ -55,7 +67,7 @@ func (v *fakeView) SetAdmin(_ context.Context, name string, value bool) error {
 func (v *fakeView) Migrate(_ context.Context, cpid int, target string, uid uint32) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.asked = append(v.asked, "migrate "+target)
+	v.asked = append(v.asked, fmt.Sprintf("migrate %d %s by %d", cpid, target, uid))
 	return v.migrate
 }
 func (v *fakeView) SetLock(_ context.Context, cpid int, lock bool, uid uint32) error {
@@ -214,8 +226,9 @@ func TestMountedWrites(t *testing.T) {
 		want              string
 	}{
 		{"garbage to admin", block, "yes", 0, "Invalid argument"},
-		{"admin as a user", block, "0", 1000, "Operation not permitted"},
-		{"lock as another user", filepath.Join(dir, "proc/7/lock"), "1", 1001, "Operation not permitted"},
+		// Refused at open, as for any file one may not write.
+		{"admin as a user", block, "0", 1000, "Permission denied"},
+		{"lock as another user", filepath.Join(dir, "proc/7/lock"), "1", 1001, "Permission denied"},
 		{"garbage to lock", filepath.Join(dir, "proc/7/lock"), "maybe", 0, "Invalid argument"},
 		{"where, not yet", filepath.Join(dir, "proc/7/where"), "node2", 1000, "Function not implemented"},
 		{"read-only file", filepath.Join(dir, "proc/7/nmigs"), "5", 0, "Permission denied"},

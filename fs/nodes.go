@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/fnv"
 	"strconv"
-	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -110,34 +109,14 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	admin := &staticDir{cache: r.cache}
 	add("admin", inoAdmin, admin)
 	for i, name := range adminFiles {
-		// 0666: the handler answers EPERM to anyone but root, as the
-		// contract says, where the kernel would say EACCES.
-		f := &liveFile{mode: 0o666, cache: r.cache,
-			render: func() (string, error) {
-				if r.view.Admin()[name] {
-					return "1\n", nil
-				}
-				return "0\n", nil
-			},
-			write: func(ctx context.Context, data []byte, uid uint32) error {
-				if uid != 0 {
-					return ErrPermission
-				}
-				v, err := parseBool(data)
-				if err != nil {
-					return err
-				}
-				return r.view.SetAdmin(ctx, name, v)
-			},
-			log: r.cfg.logf,
-		}
+		f := adminFile(r.view, name, r.cache, r.cfg.logf)
 		admin.AddChild(name, admin.NewPersistentInode(ctx, f,
 			gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inoAdmin + 1 + uint64(i)}), false)
 	}
 }
 
 // procDir is /cluster/proc: one directory per cluster process, listed
-// live from the view.
+// live from the view: those the caller may see (View.Procs).
 type procDir struct {
 	gofs.Inode
 	view  View
@@ -153,9 +132,9 @@ func (d *procDir) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOu
 
 var _ = (gofs.NodeLookuper)((*procDir)(nil))
 
-func (d *procDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+func (d *procDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	var out []fuse.DirEntry
-	for _, p := range d.view.Procs() {
+	for _, p := range d.view.Procs(callerUID(ctx)) {
 		out = append(out, fuse.DirEntry{Name: strconv.Itoa(p.CPID), Ino: procIno(p.CPID), Mode: syscall.S_IFDIR})
 	}
 	return gofs.NewListDirStream(out), 0
@@ -166,15 +145,22 @@ func (d *procDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil || cpid <= 0 {
 		return nil, syscall.ENOENT
 	}
-	if _, ok := findProc(d.view, cpid); !ok {
-		return nil, syscall.ENOENT
+	entry := d.cache.entry
+	if d.view.PerUser() {
+		// The kernel keeps a name for everyone: kept, it would show a
+		// process to the users it is hidden from.
+		entry = 0
 	}
+	// The entry's Getattr answers ENOENT for a process that has ended
+	// or that the caller may not see.
 	return reply(ctx, d.NewInode(ctx, &procEntry{view: d.view, cpid: cpid, cache: d.cache},
-		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: procIno(cpid)}), d.cache.entry, out)
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: procIno(cpid)}), entry, out)
 }
 
-func findProc(v View, cpid int) (ProcView, bool) {
-	for _, p := range v.Procs() {
+// findProc is process cpid as uid sees it; false if it has ended or is
+// hidden from uid.
+func findProc(v View, cpid int, uid uint32) (ProcView, bool) {
+	for _, p := range v.Procs(uid) {
 		if p.CPID == cpid {
 			return p, true
 		}
@@ -182,7 +168,8 @@ func findProc(v View, cpid int) (ProcView, bool) {
 	return ProcView{}, false
 }
 
-// procEntry is /cluster/proc/<cpid>.
+// procEntry is /cluster/proc/<cpid>, owned by the process's owner as
+// /proc/<pid> is.
 type procEntry struct {
 	gofs.Inode
 	view  View
@@ -193,13 +180,26 @@ type procEntry struct {
 var _ = (gofs.NodeReaddirer)((*procEntry)(nil))
 var _ = (gofs.NodeGetattrer)((*procEntry)(nil))
 
-func (d *procEntry) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (d *procEntry) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	p, ok := findProc(d.view, d.cpid, callerUID(ctx))
+	if !ok {
+		return syscall.ENOENT
+	}
+	out.Owner = procOwner(p)
 	return d.cache.dir(out)
+}
+
+// procOwner owns a process's directory and files.
+func procOwner(p ProcView) fuse.Owner {
+	return fuse.Owner{Uid: uint32(p.UID), Gid: uint32(p.GID)}
 }
 
 var _ = (gofs.NodeLookuper)((*procEntry)(nil))
 
-func (d *procEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+func (d *procEntry) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if _, ok := findProc(d.view, d.cpid, callerUID(ctx)); !ok {
+		return nil, syscall.ENOENT
+	}
 	var out []fuse.DirEntry
 	for i, f := range procFiles {
 		out = append(out, fuse.DirEntry{Name: f, Ino: procIno(d.cpid) + 1 + uint64(i), Mode: syscall.S_IFREG})
@@ -212,29 +212,7 @@ func (d *procEntry) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		if f != name {
 			continue
 		}
-		lf := &liveFile{mode: 0o444, cache: d.cache, render: func() (string, error) {
-			p, ok := findProc(d.view, d.cpid)
-			if !ok {
-				return "", ErrNoProcess
-			}
-			return renderProcFile(p, name), nil
-		}}
-		switch name {
-		case "where":
-			lf.mode = 0o666
-			lf.write = func(ctx context.Context, data []byte, uid uint32) error {
-				return d.view.Migrate(ctx, d.cpid, trimValue(data), uid)
-			}
-		case "lock":
-			lf.mode = 0o666
-			lf.write = func(ctx context.Context, data []byte, uid uint32) error {
-				v, err := parseBool(data)
-				if err != nil {
-					return err
-				}
-				return d.view.SetLock(ctx, d.cpid, v, uid)
-			}
-		}
+		lf := procFile(d.view, d.cpid, name, d.cache)
 		return reply(ctx, d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: procIno(d.cpid) + 1 + uint64(i)}), d.cache.entry, out)
 	}
 	return nil, syscall.ENOENT
@@ -309,104 +287,17 @@ func (d *nodeEntry) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 func (d *nodeEntry) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	for i, f := range nodeFiles {
 		if f == name {
-			lf := &liveFile{mode: 0o444, cache: d.cache, render: func() (string, error) {
+			lf := &liveFile{mode: 0o444, cache: d.cache, render: rootOwned(func() (string, error) {
 				n, ok := findNode(d.view, d.name)
 				if !ok {
 					return "", ErrNotFound
 				}
 				return renderNodeFile(n, name), nil
-			}}
+			})}
 			return reply(ctx, d.NewInode(ctx, lf, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: nodeIno(d.name) + 1 + uint64(i)}), d.cache.entry, out)
 		}
 	}
 	return nil, syscall.ENOENT
-}
-
-// liveFile is a file whose content is rendered from the view when it is
-// opened (and when its size is asked), and whose writes become requests.
-// Reads use direct I/O: the kernel caches nothing of a value that changes
-// every second.
-type liveFile struct {
-	gofs.Inode
-	mode   uint32
-	cache  cacheTimes
-	render func() (string, error)
-	write  func(ctx context.Context, data []byte, uid uint32) error
-	log    func(format string, args ...any)
-}
-
-// liveHandle holds what a reader sees: one rendering, so that a read in
-// several pieces is consistent.
-type liveHandle struct {
-	mu      sync.Mutex // protects content
-	content []byte
-}
-
-var _ = (gofs.NodeGetattrer)((*liveFile)(nil))
-var _ = (gofs.NodeSetattrer)((*liveFile)(nil))
-var _ = (gofs.NodeOpener)((*liveFile)(nil))
-var _ = (gofs.NodeReader)((*liveFile)(nil))
-var _ = (gofs.NodeWriter)((*liveFile)(nil))
-
-func (f *liveFile) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	s, err := f.render()
-	if err != nil {
-		return errno(err)
-	}
-	out.Mode = f.mode
-	out.Size = uint64(len(s))
-	f.cache.attrOut(out)
-	return 0
-}
-
-// Setattr accepts the truncation that `echo x > file` asks before it
-// writes; the value itself arrives with the write.
-func (f *liveFile) Setattr(ctx context.Context, fh gofs.FileHandle, _ *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return f.Getattr(ctx, fh, out)
-}
-
-func (f *liveFile) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 && f.write == nil {
-		return nil, 0, syscall.EACCES
-	}
-	s, err := f.render()
-	if err != nil {
-		return nil, 0, errno(err)
-	}
-	return &liveHandle{content: []byte(s)}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (f *liveFile) Read(_ context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h, ok := fh.(*liveHandle)
-	if !ok {
-		return nil, syscall.EBADF
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if off >= int64(len(h.content)) {
-		return fuse.ReadResultData(nil), 0
-	}
-	end := min(off+int64(len(dest)), int64(len(h.content)))
-	return fuse.ReadResultData(h.content[off:end]), 0
-}
-
-// Write hands the value to the view; it returns when the request is done
-// (a migration, for `where`), with the request's errno.
-func (f *liveFile) Write(ctx context.Context, _ gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	if f.write == nil {
-		return 0, syscall.EACCES
-	}
-	if off != 0 || len(data) > 256 {
-		return 0, syscall.EINVAL
-	}
-	if err := f.write(ctx, data, callerUID(ctx)); err != nil {
-		e := errno(err)
-		if e == syscall.EIO && f.log != nil {
-			f.log("write: %v", err)
-		}
-		return 0, e
-	}
-	return uint32(len(data)), 0
 }
 
 func trimValue(data []byte) string {

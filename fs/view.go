@@ -18,8 +18,14 @@ import (
 type View interface {
 	// Nodes lists the cluster's nodes, sorted by name.
 	Nodes() []NodeView
-	// Procs lists the cluster's processes, sorted by cpid.
-	Procs() []ProcView
+	// Procs lists the cluster's processes that uid may see, sorted by
+	// cpid: every one, unless the view hides other users' processes
+	// (fs.hide_other_users), which it never hides from root.
+	Procs(uid uint32) []ProcView
+	// PerUser reports that Procs answers each user differently: the
+	// kernel must then keep no name under /cluster/proc, since a name it
+	// kept for one user would be found by every other.
+	PerUser() bool
 	// Admin returns this node's admin switches.
 	Admin() map[string]bool
 	// SetAdmin sets one of this node's admin switches.
@@ -52,6 +58,7 @@ type ProcView struct {
 	Home     string
 	Pid      int // on the node it runs on now; 0 if unknown here
 	UID      int
+	GID      int // the owner's primary group: its control files' group
 	NMigs    int
 	RSS      uint64
 	CPU      float64

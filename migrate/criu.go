@@ -80,6 +80,13 @@ func (c *Client) env() []string {
 type swrk struct {
 	cmd  *exec.Cmd
 	sock *os.File
+	// notify answers CRIU's notifications (asked for with
+	// notify_scripts): the options it returns go back with the answer
+	// (CRIU reads external objects from them at "query-ext-files"); an
+	// error fails the notification, and CRIU gives up. nil answers
+	// every one with success.
+	notify    func(*rpc.CriuNotify) (*rpc.CriuOpts, error)
+	notifyErr error // what notify last failed with
 }
 
 // user is who criu runs as when not root.
@@ -186,9 +193,19 @@ func (s *swrk) call(ctx context.Context, req *rpc.CriuReq) (*rpc.CriuResp, error
 			return nil, fmt.Errorf("criu rpc: bad answer: %w", err)
 		}
 		if resp.GetType() != rpc.CriuReqType_NOTIFY {
-			return resp, nil
+			// A failed notification is why CRIU gave up.
+			return resp, s.notifyErr
 		}
 		req = &rpc.CriuReq{Type: ptr(rpc.CriuReqType_NOTIFY), NotifySuccess: ptr(true)}
+		if s.notify != nil {
+			opts, nerr := s.notify(resp.GetNotify())
+			if nerr != nil {
+				// CRIU aborts; its answer then carries no reason of ours.
+				s.notifyErr = nerr
+				req.NotifySuccess = ptr(false)
+			}
+			req.Opts = opts
+		}
 	}
 }
 

@@ -36,7 +36,10 @@ type DumpOptions struct {
 	// NodeMounts are mount points of the tree's mount namespace that
 	// belong to the node, not to the tree: they are not dumped, and the
 	// restore binds the destination's mount at the same place. Set only
-	// for a tree in its own mount namespace (a job's).
+	// for a tree in its own mount namespace (a job's). Set, every
+	// regular file the tree holds outside its own mounts is dumped as an
+	// external file (FileRef.Key) and recorded in HeldFilesName: the
+	// restore must be given each one open (RestoreOptions.Files).
 	NodeMounts []string
 	// PageServer, if set, is a connected stream socket to a page server
 	// (see StartPageServer): memory pages go there, not to Dir.
@@ -77,11 +80,24 @@ func (c *Client) Dump(ctx context.Context, o DumpOptions) (st *DumpStats, err er
 		return nil, err
 	}
 	defer s.done(&err)
+	var ext *externals
+	if len(o.NodeMounts) > 0 {
+		// CRIU asks for its external objects once the tree is frozen:
+		// what it holds then is exactly what the images will name.
+		ext = &externals{pid: o.Pid}
+		opts.NotifyScripts = ptr(true)
+		s.notify = ext.notify
+	}
 
 	c.log.Debug("criu dump", "pid", o.Pid, "dir", o.Dir)
 	resp, err := s.call(ctx, &rpc.CriuReq{Type: ptr(rpc.CriuReqType_DUMP), Opts: opts})
 	if err != nil || !resp.GetSuccess() {
 		return nil, failure(ErrDump, resp, err, filepath.Join(o.Dir, "dump.log"))
+	}
+	if ext != nil {
+		if err := ext.record(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	ds, err := stats.CriuGetDumpStats(dir)
 	if err != nil {
@@ -176,6 +192,51 @@ func externalMounts(mps []string) []string {
 	out := make([]string, 0, len(mps))
 	for _, mp := range mps {
 		out = append(out, "mnt["+mp+"]:"+mp)
+	}
+	return out
+}
+
+// externals answers a job's dump's "query-ext-files": the regular files
+// the frozen tree holds outside its own mounts, which CRIU then dumps as
+// external files; record writes them into the images (HeldFilesName).
+type externals struct {
+	pid   int
+	asked bool
+	refs  []FileRef
+}
+
+func (e *externals) notify(n *rpc.CriuNotify) (*rpc.CriuOpts, error) {
+	if n.GetScript() != "query-ext-files" {
+		return nil, nil
+	}
+	e.asked = true
+	var err error
+	if e.refs, err = heldFiles(e.pid); err != nil {
+		return nil, fmt.Errorf("reading what it holds: %w", err)
+	}
+	return &rpc.CriuOpts{ImagesDirFd: ptr(int32(-1)), External: externalFiles(e.refs)}, nil
+}
+
+func (e *externals) record(dir string) error {
+	if !e.asked {
+		// Only a CRIU older than 3.19 takes no external files late.
+		return fmt.Errorf("%w: criu did not ask for the external files", ErrDump)
+	}
+	if err := writeHeldFiles(dir, e.refs); err != nil {
+		return fmt.Errorf("%w: %v", ErrDump, err)
+	}
+	return nil
+}
+
+// externalFiles names, for CRIU, the regular files of refs as external
+// files: CRIU records each by its key instead of its path, and reopens
+// it at restore from the descriptor it is given under that key.
+func externalFiles(refs []FileRef) []string {
+	var out []string
+	for _, r := range refs {
+		if r.Key != "" {
+			out = append(out, r.Key)
+		}
 	}
 	return out
 }

@@ -11,13 +11,6 @@ import (
 	"ssi/cluster/jobns"
 )
 
-// FileRef is a file the tree uses outside the shared home: the
-// destination must have it, with the same size, for CRIU to restore.
-type FileRef struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"`
-}
-
 // harmlessDevices are device files every node has and CRIU reopens.
 var harmlessDevices = map[string]bool{
 	"/dev/null": true, "/dev/zero": true, "/dev/full": true, "/dev/random": true, "/dev/urandom": true,
@@ -174,67 +167,6 @@ func tcpEstablished(pid int) map[string]bool {
 			}
 		}
 		fh.Close()
-	}
-	return out
-}
-
-// OutsideFiles lists the regular files the tree has open or mapped (its
-// executables and libraries too) that are not under any of shared: the
-// destination must have them.
-func OutsideFiles(root int, shared ...string) []FileRef {
-	seen := map[string]bool{}
-	var out []FileRef
-	add := func(p string) {
-		if !strings.HasPrefix(p, "/") || seen[p] || strings.HasSuffix(p, " (deleted)") {
-			return
-		}
-		seen[p] = true
-		for _, s := range append(shared, "/proc/", "/sys/", "/dev/") {
-			if s != "" && strings.HasPrefix(p, s) {
-				return
-			}
-		}
-		fi, err := os.Stat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			return
-		}
-		out = append(out, FileRef{Path: p, Size: fi.Size()})
-	}
-	for _, pid := range Tree(root) {
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
-			add(exe)
-		}
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, fd := range fds {
-			if t, err := os.Readlink(fd); err == nil {
-				add(t)
-			}
-		}
-		if fh, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid)); err == nil {
-			sc := bufio.NewScanner(fh)
-			for sc.Scan() {
-				if i := strings.Index(sc.Text(), " /"); i >= 0 {
-					add(strings.TrimSpace(sc.Text()[i:]))
-				}
-			}
-			fh.Close()
-		}
-	}
-	return out
-}
-
-// MissingFiles returns, one line each, the files of want this node lacks
-// or has with another size.
-func MissingFiles(want []FileRef) []string {
-	var out []string
-	for _, f := range want {
-		fi, err := os.Stat(f.Path)
-		switch {
-		case err != nil:
-			out = append(out, fmt.Sprintf("%s is missing", f.Path))
-		case fi.Size() != f.Size:
-			out = append(out, fmt.Sprintf("%s has %d bytes, not %d", f.Path, fi.Size(), f.Size))
-		}
 	}
 	return out
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
@@ -37,6 +39,16 @@ type RestoreOptions struct {
 	// LeaveStopped leaves the restored tasks stopped (SIGSTOP), so that a
 	// migration can decide whether they run before any of them does.
 	LeaveStopped bool
+	// Files, when set, checks every file and socket path the images name
+	// outside the tree's own mounts against the owner's rights before
+	// CRIU runs, hands the regular files to CRIU open (the images of a
+	// job's dump name them as external files and must get them), and
+	// audits what the restored tree holds before it runs: see FileCheck.
+	// A refusal wraps ErrUnsafeFile. Requires LeaveStopped.
+	Files *FileCheck
+	// Ready, if set, runs once the files are checked and opened, just
+	// before CRIU starts: the tests' pause between check and restore.
+	Ready func()
 }
 
 // Restored is a tree that runs again.
@@ -51,10 +63,43 @@ type Restored struct {
 
 // Restore brings the tree in o.Dir back to life in the caller's network
 // and mount namespaces and cgroup, as a child of the caller.
-func (c *Client) Restore(ctx context.Context, o RestoreOptions) (r *Restored, err error) {
+func (c *Client) Restore(ctx context.Context, o RestoreOptions) (*Restored, error) {
 	if _, err := os.Stat(filepath.Join(o.Dir, "inventory.img")); err != nil {
 		return nil, fmt.Errorf("%w: no checkpoint in %s (inventory.img: %v)", ErrRestore, o.Dir, err)
 	}
+	var v *vetted
+	if o.Files != nil {
+		if !o.LeaveStopped {
+			return nil, fmt.Errorf("%w: a checked restore must leave the tree stopped", ErrRestore)
+		}
+		var err error
+		if v, err = vetFiles(o.Dir, *o.Files); err != nil {
+			return nil, err
+		}
+		// CRIU has its own copies once it runs; ours close on return.
+		defer v.close()
+		o.InheritFDs = append(slices.Clone(o.InheritFDs), v.inherit...)
+	}
+	if o.Ready != nil {
+		o.Ready()
+	}
+	r, err := c.restore(ctx, o)
+	if err != nil || v == nil {
+		return r, err
+	}
+	if err := v.audit(r.Pid); err != nil {
+		// Nothing of it ran: it is killed stopped, and reaped (it is our
+		// child).
+		_ = SignalTree(r.Pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(r.Pid, &ws, 0, nil)
+		return nil, err
+	}
+	return r, nil
+}
+
+// restore runs CRIU's restore of o.
+func (c *Client) restore(ctx context.Context, o RestoreOptions) (r *Restored, err error) {
 	dir, err := os.Open(o.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRestore, err)

@@ -21,6 +21,9 @@ type NodeInfo struct {
 	Procs    int             `json:"procs"`
 	Admin    map[string]bool `json:"admin"`
 	LastSeen *time.Time      `json:"last_seen,omitempty"`
+	// UsersDigest is the digest of the node's user database it
+	// registered (raftstore.Node.UsersDigest): ssi doctor compares them.
+	UsersDigest string `json:"users_digest,omitempty"`
 }
 
 // StatusInfo is `ssi status`: the cluster's health in a few lines.
@@ -64,6 +67,11 @@ type RunRequest struct {
 	// size Size at first (jobns.DefaultWinsize if zero).
 	TTY  bool          `json:"tty,omitempty"`
 	Size jobns.Winsize `json:"size,omitzero"`
+	// NofileSoft, if not 0, is the caller's soft RLIMIT_NOFILE from
+	// before the Go runtime of `ssi run` raised it to the hard limit.
+	// The agent reads every limit from the calling process itself and
+	// takes this only to lower that soft limit, as any process may.
+	NofileSoft uint64 `json:"nofile_soft,omitempty"`
 }
 
 // ProcInfo is one line of `ssi ps`.

@@ -5,6 +5,12 @@
 // the join token, so agents with the same token recognise each other and
 // a listener learns nothing secret. Trust comes later, from the join
 // handshake and mutual TLS, never from a beacon.
+//
+// Anyone on the LAN can send beacons, so the table is bounded: a node not
+// heard for ForgetAfter intervals is forgotten, one source address holds
+// at most a few names, the whole table a few hundred. What a beacon
+// claims decides nothing by itself: membership's bootstrap rule gives a
+// seeker that never forms a bounded time (see membership/bootstrap.go).
 package discovery
 
 import (
@@ -14,8 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
-	"sync"
 	"time"
 )
 
@@ -58,64 +62,13 @@ func (b Beacon) Validate() error {
 	return nil
 }
 
-// Seen is a beacon and when it was last heard.
-type Seen struct {
-	Beacon
-	At time.Time
-}
-
-// Table keeps the latest beacon of every node with our tag. It is safe
-// for concurrent use.
-type Table struct {
-	tag  string
-	self string
-
-	mu    sync.Mutex // protects peers
-	peers map[string]Seen
-}
-
-// NewTable returns a table that keeps beacons with tag, ignoring self.
-func NewTable(tag, self string) *Table {
-	return &Table{tag: tag, self: self, peers: map[string]Seen{}}
-}
-
-// Observe decodes a datagram and records it if it is a valid beacon of
-// our cluster from another node. It reports whether it was kept.
-func (t *Table) Observe(data []byte, at time.Time) bool {
-	if len(data) > MaxBeacon {
-		return false
-	}
-	var b Beacon
-	if err := json.Unmarshal(data, &b); err != nil || b.Validate() != nil {
-		return false
-	}
-	if b.Tag != t.tag || b.Node == t.self {
-		return false
-	}
-	t.mu.Lock()
-	t.peers[b.Node] = Seen{Beacon: b, At: at}
-	t.mu.Unlock()
-	return true
-}
-
-// Peers returns the beacons heard since the given time, sorted by node.
-func (t *Table) Peers(since time.Time) []Seen {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []Seen
-	for _, s := range t.peers {
-		if !s.At.Before(since) {
-			out = append(out, s)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
-	return out
-}
-
 // Config says where beacons go.
 type Config struct {
 	Group    string        // multicast group and port, e.g. "239.255.77.77:7701"
 	Interval time.Duration // between beacons
+	// Wait is how long agents look for a cluster before forming one
+	// (discovery.wait), for the bootstrap rule (Heard.Wait).
+	Wait time.Duration
 }
 
 // Run multicasts self() every interval and feeds what it hears into t,
@@ -142,10 +95,12 @@ func Run(ctx context.Context, cfg Config, t *Table, self func() Beacon, log *slo
 		in.Close()
 		out.Close()
 	}()
+	t.Pace(cfg.Interval, cfg.Wait)
 	go receive(in, t)
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
+		t.Prune(t.clock().Add(-ForgetAfter * cfg.Interval))
 		b := self()
 		b.V = Version
 		data, _ := json.Marshal(b)
@@ -163,10 +118,10 @@ func Run(ctx context.Context, cfg Config, t *Table, self func() Beacon, log *slo
 func receive(c *net.UDPConn, t *Table) {
 	buf := make([]byte, MaxBeacon+1)
 	for {
-		n, _, err := c.ReadFromUDP(buf)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return
 		}
-		t.Observe(buf[:n], time.Now())
+		t.Observe(buf[:n], from.Addr().Unmap(), t.clock())
 	}
 }

@@ -95,8 +95,10 @@ func processAlive(pid int) bool {
 }
 
 // ensureAgent starts node k's agent unless it runs, and waits until it
-// answers its health check.
-func (a *agents) ensureAgent(ctx context.Context, k int, token string) (int, error) {
+// answers its health check. The agent reads the lab's join token from
+// the lab's token file, which its mount namespace shares with the host:
+// the token is on no command line.
+func (a *agents) ensureAgent(ctx context.Context, k int) (int, error) {
 	if pid, ok := a.agentPid(k); ok {
 		return pid, a.waitHealthy(ctx, k, pid)
 	}
@@ -109,7 +111,7 @@ func (a *agents) ensureAgent(ctx context.Context, k int, token string) (int, err
 	args := append([]string{a.binary, "agent",
 		"--node-name", nodeName(k),
 		"--node-advertise-addr", addr.String(),
-		"--join-token", token,
+		"--join-token-file", a.tokenFile(),
 		"--discovery-wait", "1s",
 	}, a.args...)
 	cmd := a.enter(k, args)

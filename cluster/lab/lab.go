@@ -82,6 +82,11 @@ func Open(opts Options) (*Lab, error) {
 		}
 		l.token = rec.Token
 	}
+	if tok, err := l.readToken(); err != nil {
+		return nil, fmt.Errorf("lab token: %w", err)
+	} else if tok != "" {
+		l.token = tok
+	}
 	// The parts are made from the options as completed by the record.
 	l.network = network{layout: l.layout, subnet: l.opts.Subnet}
 	l.cgroups = cgroups{lab: l.opts.Name, quota: l.opts.CPUQuota}
@@ -94,12 +99,18 @@ func Open(opts Options) (*Lab, error) {
 // Token is the join token the lab's agents start with.
 func (l *Lab) Token() string { return l.token }
 
+// writeRecord writes the lab's token file, then its record. Both are
+// root's only: the token admits a machine to the lab's cluster, and the
+// record says how the lab's agents run.
 func (l *Lab) writeRecord() error {
+	if err := writePrivate(l.tokenFile(), []byte(l.token+"\n")); err != nil {
+		return fmt.Errorf("lab token: %w", err)
+	}
 	b, _ := json.MarshalIndent(record{
 		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuota: l.opts.CPUQuota,
-		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs, Token: l.token,
+		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs,
 	}, "", "  ")
-	return os.WriteFile(filepath.Join(l.root, "lab.json"), append(b, '\n'), 0o644)
+	return writePrivate(l.recordFile(), append(b, '\n'))
 }
 
 // Up builds the lab, or completes it: nodes that are whole are kept (and
@@ -165,7 +176,13 @@ func (l *Lab) ensureNode(ctx context.Context, k int) error {
 		fmt.Fprintf(l.opts.Out, "%s: %s netns %s (no agent)\n", nodeName(k), addr, l.netnsName(k))
 		return nil
 	}
-	pid, err := l.ensureAgent(ctx, k, l.token)
+	// A lab made by an older version kept its token in lab.json only.
+	if _, err := os.Stat(l.tokenFile()); errors.Is(err, os.ErrNotExist) && l.token != "" {
+		if err := writePrivate(l.tokenFile(), []byte(l.token+"\n")); err != nil {
+			return err
+		}
+	}
+	pid, err := l.ensureAgent(ctx, k)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,12 @@ package lab
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"ssi/cluster/transport"
 )
 
 func TestAddrAndNames(t *testing.T) {
@@ -77,5 +81,45 @@ func TestProcessAlive(t *testing.T) {
 	}
 	if processAlive(1 << 30) {
 		t.Error("impossible pid reported alive")
+	}
+}
+
+// The lab's token lives in a file of its own and neither it nor the
+// record is readable by others; a lab of an older version, whose
+// world-readable lab.json held the token, is rewritten that way.
+func TestLabSecretsArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "priv")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := transport.NewToken()
+	old := `{"nodes": 2, "subnet": "10.213.5.0/24", "token": "` + tok + `"}`
+	if err := os.WriteFile(filepath.Join(root, "lab.json"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(Options{Name: "priv", Dir: dir})
+	if err != nil || l.Token() != tok {
+		t.Fatalf("open an old lab: token %q, %v", l.Token(), err)
+	}
+	if err := l.writeRecord(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"lab.json", "join-token"} {
+		st, err := os.Stat(filepath.Join(root, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v: want mode 0600", f, st.Mode(), err)
+		}
+	}
+	rec, _ := os.ReadFile(filepath.Join(root, "lab.json"))
+	if strings.Contains(string(rec), tok) {
+		t.Fatalf("lab.json still holds the token: %s", rec)
+	}
+	if got, err := transport.ReadTokenFile(filepath.Join(root, "join-token")); err != nil || got != tok {
+		t.Fatalf("the agents' token file: %q, %v", got, err)
+	}
+	again, err := Open(Options{Name: "priv", Dir: dir})
+	if err != nil || again.Token() != tok || again.opts.Nodes != 2 {
+		t.Fatalf("reopened: token %q, nodes %d, %v", again.Token(), again.opts.Nodes, err)
 	}
 }

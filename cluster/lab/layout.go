@@ -18,8 +18,10 @@ type record struct {
 	CPUQuota  float64  `json:"cpu_quota"`
 	Binary    string   `json:"binary"`
 	AgentArgs []string `json:"agent_args"`
-	// Token is the join token every agent of the lab starts with.
-	Token string `json:"token"`
+	// Token is where labs made by older versions kept the join token;
+	// it now lives in its own file (layout.tokenFile), and a record
+	// rewritten drops it.
+	Token string `json:"token,omitempty"`
 }
 
 // layout owns where a lab's things are and what they are called: the lab's
@@ -37,7 +39,7 @@ func (ly *layout) Name() string { return ly.name }
 func (ly *layout) Root() string { return ly.root }
 
 func (ly *layout) readRecord() (*record, error) {
-	b, err := os.ReadFile(filepath.Join(ly.root, "lab.json"))
+	b, err := os.ReadFile(ly.recordFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoLab
 	}
@@ -46,7 +48,7 @@ func (ly *layout) readRecord() (*record, error) {
 	}
 	var r record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("lab record %s: %w", filepath.Join(ly.root, "lab.json"), err)
+		return nil, fmt.Errorf("lab record %s: %w", ly.recordFile(), err)
 	}
 	return &r, nil
 }
@@ -97,3 +99,37 @@ func (ly *layout) peerVeth(k int) string  { return fmt.Sprintf("%s-p%d", ly.name
 func (ly *layout) nsDir() string          { return filepath.Join(ly.root, "ns") }
 func (ly *layout) mntPin(k int) string    { return filepath.Join(ly.nsDir(), nodeName(k)+".mnt") }
 func (ly *layout) nodeDir(k int) string   { return filepath.Join(ly.root, nodeName(k)) }
+
+// tokenFile holds the lab's join token, mode 0600: the agents read it
+// (join_token_file), so that the token is on no command line.
+func (ly *layout) tokenFile() string { return filepath.Join(ly.root, "join-token") }
+
+// recordFile is the lab's record, lab.json.
+func (ly *layout) recordFile() string { return filepath.Join(ly.root, "lab.json") }
+
+// readToken reads the lab's join token: "" if the lab has none yet.
+func (ly *layout) readToken() (string, error) {
+	b, err := os.ReadFile(ly.tokenFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+// writePrivate writes data to path readable by root only, even if the
+// file existed with another mode: the lab's files that hold a secret.
+func writePrivate(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

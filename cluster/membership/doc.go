@@ -5,7 +5,9 @@
 // cluster, registering with the leader, admitting newcomers on the join
 // handshake, and the leader's duties (making registering nodes Raft
 // servers, marking nodes up or down from their telemetry, removing nodes
-// gone too long, keeping the voter count).
+// gone too long, keeping the voter count). Trust keeps the CA key with
+// the voters, renews the node's certificate and closes the connections
+// of revoked ones; Tokens serves `ssi token`.
 //
 // It reaches the cluster through the small Cluster interface (a
 // *peer.Cluster in the agent) and reads liveness from the telemetry

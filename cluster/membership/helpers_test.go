@@ -3,8 +3,13 @@ package membership
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -38,13 +43,36 @@ func (f *fakeCluster) Forward(context.Context, string, any, any) error {
 	return errors.New("the test's only node leads: nothing to forward")
 }
 
-func (f *fakeCluster) Post(ctx context.Context, _, path string, body []byte, _ any) error {
+// Post is this node's (n1's) request.
+func (f *fakeCluster) Post(ctx context.Context, _, path string, body []byte, out any) error {
+	return f.postAs(ctx, "n1", path, body, out)
+}
+
+// postAs serves a request of node name, as the cluster port would: its
+// connection shows name's certificate. The answer goes into out unless
+// it is nil.
+func (f *fakeCluster) postAs(ctx context.Context, name, path string, body []byte, out any) error {
 	rec := httptest.NewRecorder()
+	ctx = api.ConnContext(ctx, certConn{leaf: &x509.Certificate{Subject: pkix.Name{CommonName: name},
+		SerialNumber: big.NewInt(int64(len(name)))}})
 	f.routes.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body)))
 	if rec.Code != http.StatusOK {
 		return api.ReadError(rec.Result())
 	}
+	if out != nil {
+		return json.NewDecoder(rec.Body).Decode(out)
+	}
 	return nil
+}
+
+// certConn is a connection whose peer presented leaf.
+type certConn struct {
+	net.Conn
+	leaf *x509.Certificate
+}
+
+func (c certConn) ConnectionState() tls.ConnectionState {
+	return tls.ConnectionState{PeerCertificates: []*x509.Certificate{c.leaf}}
 }
 
 // leading returns node n1's membership, leading a one-node cluster
@@ -69,11 +97,11 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// register posts node name's registration to the leader.
+// register posts node name's registration to the leader, as name.
 func register(t *testing.T, fc *fakeCluster, name, addr string) {
 	t.Helper()
 	body, _ := json.Marshal(joinRequest{Name: name, Addr: addr, CPUs: 2, Memory: 1 << 30})
-	if err := fc.Post(testContext(t), addr, JoinPath, body, nil); err != nil {
+	if err := fc.postAs(testContext(t), name, JoinPath, body, nil); err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
 }

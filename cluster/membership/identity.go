@@ -2,6 +2,8 @@ package membership
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -28,6 +30,12 @@ func (m *Membership) ObtainIdentity(ctx context.Context) (*transport.Identity, b
 	start := time.Now()
 	host, _, _ := net.SplitHostPort(m.cfg.Advertise)
 	ips := []net.IP{net.ParseIP(host)}
+	// One key for every attempt: a member that spent our token's use on
+	// an attempt whose reply was lost knows the retry by it.
+	key, err := transport.NewKey()
+	if err != nil {
+		return nil, false, err
+	}
 	lastErr := map[string]string{} // a target's last error, logged when it changes
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -44,7 +52,7 @@ func (m *Membership) ObtainIdentity(ctx context.Context) (*transport.Identity, b
 			// No token or no discovery, and nobody to join: we are alone.
 			act = actBootstrap
 		}
-		if id, err := m.join(ctx, targets, ips, lastErr); id != nil || err != nil {
+		if id, err := m.join(ctx, targets, ips, key, lastErr); id != nil || err != nil {
 			return id, false, err
 		}
 		if act == actBootstrap && len(m.cfg.Join) == 0 {
@@ -60,10 +68,12 @@ func (m *Membership) ObtainIdentity(ctx context.Context) (*transport.Identity, b
 
 // join asks each target in turn to admit us and keeps the first
 // identity one issues; nil, nil when every one refused. Retries come
-// every 250 ms: lastErr lets each new reason be said once.
-func (m *Membership) join(ctx context.Context, targets []string, ips []net.IP, lastErr map[string]string) (*transport.Identity, error) {
+// every 250 ms: lastErr lets each new reason be said once. A token that
+// is expired, revoked or used up never admits again: that ends the
+// attempts with its error.
+func (m *Membership) join(ctx context.Context, targets []string, ips []net.IP, key *ecdsa.PrivateKey, lastErr map[string]string) (*transport.Identity, error) {
 	for _, t := range targets {
-		id, _, err := transport.Join(ctx, t, m.cfg.JoinToken, m.cfg.Node, ips)
+		id, _, err := transport.JoinWithKey(ctx, t, m.cfg.JoinToken, m.cfg.Node, ips, key)
 		if err == nil {
 			if err := id.Save(m.tlsDir()); err != nil {
 				return nil, err
@@ -78,8 +88,18 @@ func (m *Membership) join(ctx context.Context, targets []string, ips []net.IP, l
 			m.log.Warn("join refused", "member", t, "err", err)
 			lastErr[t] = err.Error()
 		}
+		if spentToken(err) {
+			return nil, fmt.Errorf("%w: this node needs a new token (ssi token create, on a member)", err)
+		}
 	}
 	return nil, nil
+}
+
+// spentToken reports whether err refuses a join for good: the token
+// expired, was revoked or is used up.
+func spentToken(err error) bool {
+	return errors.Is(err, transport.ErrTokenExpired) || errors.Is(err, transport.ErrTokenRevoked) ||
+		errors.Is(err, transport.ErrTokenUsedUp)
 }
 
 // formCluster creates the cluster's CA and this node's identity.

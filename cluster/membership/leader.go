@@ -10,12 +10,17 @@ import (
 	"ssi/cluster/api"
 	"ssi/cluster/peer"
 	"ssi/cluster/telemetry"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
 // HandleJoin (leader) makes a registering node a Raft server, a voter
 // while there are fewer than Config.Voters, and records it as up with
 // its resources. It is idempotent: a returning node is only refreshed.
+// A node registers only itself: the name must be its certificate's. A
+// member that does not lead redirects the node to the leader, which must
+// see the node's own certificate (passing the request on would show the
+// leader the forwarder's).
 func (m *Membership) HandleJoin(w http.ResponseWriter, r *http.Request) {
 	s, err := m.c.Store()
 	if err != nil {
@@ -27,13 +32,18 @@ func (m *Membership) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
+	caller, serial := peer.Caller(api.ConnOf(r))
+	if req.Name != caller || (serial != "" && s.CertRevoked(serial)) {
+		m.log.Warn("refused a registration", "peer", caller, "name", req.Name, "addr", req.Addr)
+		api.WriteErrno(w, fmt.Errorf("%w: %q may not register as %q", fs.ErrPermission, caller, req.Name))
+		return
+	}
 	if !s.IsLeader() {
-		// The newcomer cannot know the leader yet: pass it on.
-		if err := m.c.Forward(r.Context(), JoinPath, req, nil); err != nil {
-			api.WriteError(w, http.StatusServiceUnavailable, err)
+		if _, addr := s.Leader(); addr != "" {
+			http.Redirect(w, r, "http://"+addr+JoinPath, http.StatusTemporaryRedirect)
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, struct{}{})
+		api.WriteError(w, http.StatusServiceUnavailable, raftstore.ErrNoLeader)
 		return
 	}
 	if err := m.addServer(r.Context(), s, req.Name, req.Addr); err != nil {
@@ -42,7 +52,7 @@ func (m *Membership) HandleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	// Admin switches and the first join time survive a re-registration.
 	up := raftstore.NodeUpsert{Name: req.Name, Addr: req.Addr, State: raftstore.NodeUp,
-		CPUs: req.CPUs, Memory: req.Memory, JoinedAt: time.Now()}
+		CPUs: req.CPUs, Memory: req.Memory, JoinedAt: time.Now(), UsersDigest: req.UsersDigest}
 	if old, ok := s.Node(req.Name); ok {
 		up.JoinedAt, up.Speed = old.JoinedAt, old.Speed
 	}
@@ -54,7 +64,26 @@ func (m *Membership) HandleJoin(w http.ResponseWriter, r *http.Request) {
 	// down before its first sample arrives.
 	m.tel.Put(telemetry.Sample{Node: req.Name, CPUs: req.CPUs, MemTotal: req.Memory, At: time.Now()})
 	m.log.Info("node registered", "node", req.Name, "addr", req.Addr)
-	api.WriteJSON(w, http.StatusOK, struct{}{})
+	api.WriteJSON(w, http.StatusOK, joinReply{UsersWarning: m.checkUsers(s, req.Name, req.UsersDigest)})
+}
+
+// checkUsers warns when node's user database differs from the one most
+// other nodes have: a uid would then name different users on different
+// nodes, and members vouch for their users by uid. It returns the
+// warning, for the node to say too ("" if none).
+func (m *Membership) checkUsers(s *raftstore.Store, node, digest string) string {
+	var others []string
+	for _, n := range s.Nodes() {
+		if n.Name != node {
+			others = append(others, n.UsersDigest)
+		}
+	}
+	want := MajorityDigest(others)
+	if want == "" || digest == want {
+		return ""
+	}
+	m.log.Warn(usersDiffer, "node", node, "users_digest", digest, "cluster_users_digest", want)
+	return fmt.Sprintf("%s (%s: %.12s, cluster: %.12s)", usersDiffer, node, digest, want)
 }
 
 // addServer adds name to the Raft configuration unless it is there with

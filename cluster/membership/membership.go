@@ -27,6 +27,12 @@ type Config struct {
 	// JoinToken admits this node to a cluster, and is recorded as a
 	// valid token when this node forms one.
 	JoinToken string
+	// TokenTTL is the life of the token a new cluster is formed with and
+	// of tokens created without a ttl of their own (0: no end).
+	TokenTTL time.Duration
+	// CertLifetime is the life of the certificates this node issues to
+	// newcomers (transport.NodeValidity if zero).
+	CertLifetime time.Duration
 	// Join are members to join through (host:port), tried with discovery.
 	Join              []string
 	Discovery         bool
@@ -97,7 +103,7 @@ func (m *Membership) Discover(ctx context.Context) {
 	if m.table == nil {
 		return
 	}
-	dc := discovery.Config{Group: m.cfg.DiscoveryGroup, Interval: m.cfg.DiscoveryInterval}
+	dc := discovery.Config{Group: m.cfg.DiscoveryGroup, Interval: m.cfg.DiscoveryInterval, Wait: m.cfg.DiscoveryWait}
 	if err := discovery.Run(ctx, dc, m.table, m.Beacon, m.log); err != nil {
 		m.log.Warn("discovery off", "err", err)
 	}
@@ -115,12 +121,18 @@ func (m *Membership) Beacon() discovery.Beacon {
 	}
 }
 
-// JoinHandler admits newcomers on the cluster port's join handshake.
+// JoinHandler admits newcomers on the cluster port's join handshake:
+// the token's status, the name, the token's use and the certificate's
+// record are the agreed state's (see admission).
 func (m *Membership) JoinHandler() *transport.JoinHandler {
-	return &transport.JoinHandler{Tokens: m.TokenHashes, Admit: m.Admit}
+	a := &admission{m: m, spent: map[string]time.Time{}}
+	return &transport.JoinHandler{Tokens: m.TokenHashes, Status: a.status, Admit: m.Admit, Spend: a.spend,
+		Issued: a.issued, Redirect: a.issuer, CertLifetime: m.cfg.CertLifetime}
 }
 
-// TokenHashes are the join tokens valid now, for the join handshake.
+// TokenHashes are the join tokens the cluster knows, valid or not, for
+// the join handshake: a newcomer holding a spent one proves it, then
+// learns why it is refused.
 func (m *Membership) TokenHashes() []string {
 	s, err := m.c.Store()
 	if err != nil {

@@ -2,13 +2,17 @@ package membership
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"ssi/cluster/peer"
 	"ssi/cluster/telemetry"
-	"ssi/cluster/transport"
 	"ssi/raftstore"
 )
 
@@ -21,7 +25,23 @@ type joinRequest struct {
 	Addr   string  `json:"addr"`
 	CPUs   float64 `json:"cpus"`
 	Memory uint64  `json:"memory"`
+	// UsersDigest is the node's UsersDigest ("" if it could not read it).
+	UsersDigest string `json:"users_digest,omitempty"`
 }
+
+// joinReply is the leader's answer to a registration.
+type joinReply struct {
+	// UsersWarning says that the node's user database is not the
+	// cluster's ("" if it is, or no other node said).
+	UsersWarning string `json:"users_warning,omitempty"`
+}
+
+// PasswdFile is the user database a node's UsersDigest is made from.
+const PasswdFile = "/etc/passwd"
+
+// usersDiffer is what the leader and the node say when the node's users
+// are not the cluster's.
+const usersDiffer = "this node's user database differs from the cluster's: the same uid must be the same user on every node"
 
 // Announce records the token a new cluster was formed with and the
 // home's limits, then registers this node with the leader. Registration
@@ -30,7 +50,7 @@ type joinRequest struct {
 func (m *Membership) Announce(ctx context.Context, formed bool) {
 	if formed && m.cfg.JoinToken != "" {
 		m.record(ctx, "recording the join token",
-			raftstore.TokenAdd{Hash: transport.TokenHash(m.cfg.JoinToken), CreatedAt: time.Now()}, raftstore.ErrExists)
+			newTokenAdd(m.cfg.JoinToken, m.cfg.TokenTTL, 0, time.Now()), raftstore.ErrExists)
 	}
 	if formed {
 		m.record(ctx, "recording the home's limits",
@@ -60,16 +80,25 @@ func (m *Membership) record(ctx context.Context, what string, cmd raftstore.Comm
 func (m *Membership) register(ctx context.Context) error {
 	s := telemetry.NewSampler(m.cfg.Node).Sample(time.Now())
 	req := joinRequest{Name: m.cfg.Node, Addr: m.cfg.Advertise, CPUs: s.CPUs, Memory: s.MemTotal}
+	var err error
+	if req.UsersDigest, err = UsersDigest(PasswdFile); err != nil {
+		m.log.Warn("no digest of the user database to register", "err", err)
+	}
 	body, _ := json.Marshal(req)
 	return peer.Retry(ctx, 200*time.Millisecond, func() (bool, error) {
 		// A new node does not know the leader until it is a Raft server:
-		// it asks any member it knows, which passes the request on.
+		// it asks any member it knows, which redirects it to the leader
+		// (HandleJoin): the leader must see this node's own certificate.
 		var err error
 		for _, t := range m.registerTargets() {
+			var reply joinReply
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err = m.c.Post(sctx, t, JoinPath, body, nil)
+			err = m.c.Post(sctx, t, JoinPath, body, &reply)
 			cancel()
 			if err == nil {
+				if reply.UsersWarning != "" {
+					m.log.Warn(reply.UsersWarning)
+				}
 				return true, nil
 			}
 		}
@@ -101,4 +130,46 @@ func (m *Membership) registerTargets() []string {
 		}
 	}
 	return out
+}
+
+// UsersDigest is the digest of the user database in the passwd file at
+// path: the SHA-256 of its sorted name:uid pairs, one a line. The same
+// uid must mean the same user on every node (the trust model), so nodes
+// whose digests differ are worth a warning (HandleJoin, ssi doctor).
+// os/user cannot list users, hence the file.
+func UsersDigest(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var pairs []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		// Comments and NIS's +/- lines name no user of this file.
+		if len(f) < 3 || f[0] == "" || strings.HasPrefix(f[0], "#") || strings.ContainsAny(f[0][:1], "+-") {
+			continue
+		}
+		pairs = append(pairs, f[0]+":"+f[2]+"\n")
+	}
+	sort.Strings(pairs)
+	sum := sha256.Sum256([]byte(strings.Join(pairs, "")))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// MajorityDigest is the users digest most of digests are ("" if none
+// is set); a tie goes to the smallest, so every node picks the same.
+func MajorityDigest(digests []string) string {
+	count := map[string]int{}
+	for _, d := range digests {
+		if d != "" {
+			count[d]++
+		}
+	}
+	best := ""
+	for d, c := range count {
+		if c > count[best] || (c == count[best] && d < best) {
+			best = d
+		}
+	}
+	return best
 }

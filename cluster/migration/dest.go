@@ -140,6 +140,11 @@ func (in *moveIn) restore(ctx context.Context) (int, *os.Process, bool) {
 		in.refuse(wire.FrRestored, fmt.Sprintf("catching up with the leader: %v", err))
 		return 0, nil, false
 	}
+	files, err := in.fileCheck()
+	if err != nil {
+		in.refuse(wire.FrRestored, err.Error())
+		return 0, nil, false
+	}
 	inherit, theirs, err := in.pipes()
 	if err != nil {
 		in.refuse(wire.FrRestored, err.Error())
@@ -148,7 +153,7 @@ func (in *moveIn) restore(ctx context.Context) (int, *os.Process, bool) {
 	defer closeFiles(theirs)
 	t0 := time.Now()
 	r, err := in.m.cp.Restore(ctx, migrate.RestoreOptions{Dir: in.dir, InheritFDs: inherit, LeaveStopped: true,
-		FileLocks: true, NodeMounts: in.hdr.Mounts})
+		FileLocks: true, NodeMounts: in.hdr.Mounts, Files: files, Ready: in.m.hooks.pauseRestore})
 	restored := time.Since(t0)
 	if err != nil {
 		in.closeOurs()
@@ -171,6 +176,33 @@ func (in *moveIn) restore(ctx context.Context) (int, *os.Process, bool) {
 		in.log.Warn("the source went away after the restore", "err", err)
 	}
 	return r.Pid, proc, true
+}
+
+// fileChecker is a Host that says how the files of arriving processes
+// are checked (NodeHost does): CRIU restores as root, so every file the
+// images name is opened first with the owner's rights (migrate.FileCheck).
+type fileChecker interface {
+	FileCheck(uid uint32) *migrate.FileCheck
+}
+
+var _ fileChecker = (*NodeHost)(nil)
+
+// fileCheck is how the restore checks the process's files: as its owner
+// in the agreed state (not as the source says), caught up with above.
+func (in *moveIn) fileCheck() (*migrate.FileCheck, error) {
+	fc, ok := in.m.host.(fileChecker)
+	if !ok {
+		return nil, nil
+	}
+	s, err := in.m.cluster.Store()
+	if err != nil {
+		return nil, err
+	}
+	p, ok := s.Proc(in.hdr.CPID)
+	if !ok || p.UID < 0 || p.UID != in.hdr.UID {
+		return nil, fmt.Errorf("process %d: its owner in the agreed state is not uid %d", in.hdr.CPID, in.hdr.UID)
+	}
+	return fc.FileCheck(uint32(p.UID)), nil
 }
 
 // pipes makes the pipes an attached process gets back: CRIU hands the

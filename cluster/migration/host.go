@@ -42,12 +42,13 @@ func (h *NodeHost) Describe(pid int) (Tree, error) {
 	if err != nil {
 		return Tree{}, fmt.Errorf("%w: %v", fs.ErrNoProcess, err)
 	}
-	shared := append([]string{h.Mountpoint + "/"}, jobns.OwnPrefixes()...)
-	return Tree{UID: uid, GID: gid, Mounts: mounts, Files: migrate.OutsideFiles(pid, shared...)}, nil
+	return Tree{UID: uid, GID: gid, Mounts: mounts, Files: migrate.OutsideFiles(pid)}, nil
 }
 
-// CheckArrival refuses a process whose node mounts or files this node
-// lacks.
+// CheckArrival refuses a process whose node mounts this node lacks, or
+// whose files it cannot give back: as the owner's rights here allow,
+// without following a link, the same kind (and under /cluster the same
+// inode). The restore checks again, definitively (FileCheck).
 func (h *NodeHost) CheckArrival(hdr wire.StreamHeader) string {
 	if err := checkNodeMounts(hdr.Mounts); err != nil {
 		return fmt.Sprintf("%s cannot give the process its mounts: %v", h.Node, err)
@@ -57,10 +58,35 @@ func (h *NodeHost) CheckArrival(hdr wire.StreamHeader) string {
 	if h.JobInit != nil {
 		_, _ = h.JobInit()
 	}
-	if missing := migrate.MissingFiles(hdr.Files); len(missing) > 0 {
-		return fmt.Sprintf("%s lacks files the process uses: %s", h.Node, strings.Join(missing[:min(3, len(missing))], "; "))
+	bad := migrate.CheckFiles(hdr.Files, migrate.UserCred(uint32(hdr.UID)), h.FileCheck(uint32(hdr.UID)).Shared,
+		h.TrustedFiles())
+	if len(bad) > 0 {
+		return fmt.Sprintf("%s cannot give the process its files: %s", h.Node, strings.Join(bad[:min(3, len(bad))], "; "))
 	}
 	return ""
+}
+
+// FileCheck is how a restore here checks the files of uid's arriving
+// process (see migrate.FileCheck).
+func (h *NodeHost) FileCheck(uid uint32) *migrate.FileCheck {
+	fc := &migrate.FileCheck{UID: uid, Trusted: h.TrustedFiles()}
+	if h.Mountpoint != "" {
+		fc.Shared = h.Mountpoint + "/"
+	}
+	return fc
+}
+
+// TrustedFiles are this node's own files that arriving processes hold
+// and their owners may not open themselves: the job init, in the
+// agent's data directory.
+func (h *NodeHost) TrustedFiles() []string {
+	if h.JobInit == nil {
+		return nil
+	}
+	if p, err := h.JobInit(); err == nil {
+		return []string{p}
+	}
+	return nil
 }
 
 func (h *NodeHost) FDKey(pid, fd int) string { return migrate.FDKey(pid, fd) }

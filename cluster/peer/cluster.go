@@ -12,6 +12,7 @@ import (
 
 	"ssi/cluster/api"
 	"ssi/cluster/transport"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
@@ -122,11 +123,21 @@ func (c *Cluster) NodeAddr(name string) (string, error) {
 }
 
 // Dial connects to node's cluster port for proto (a transport.Proto*),
-// presenting this node's identity.
+// presenting this node's identity. The peer must be node: any member's
+// certificate passes the handshake, and one that took node's address
+// must not get what is meant for node (a process's images, its stdio).
 func (c *Cluster) Dial(ctx context.Context, node string, proto byte) (net.Conn, error) {
 	addr, err := c.NodeAddr(node)
 	if err != nil {
 		return nil, err
 	}
-	return transport.Dial(ctx, addr, proto, c.Identity())
+	conn, err := transport.Dial(ctx, addr, proto, c.Identity())
+	if err != nil {
+		return nil, err
+	}
+	if got := transport.PeerName(conn); got != node {
+		conn.Close()
+		return nil, fmt.Errorf("%s at %s answered as %q: %w", node, addr, got, fs.ErrPermission)
+	}
+	return conn, nil
 }

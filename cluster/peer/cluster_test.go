@@ -8,6 +8,7 @@ import (
 
 	"ssi/cluster/api"
 	"ssi/cluster/transport"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
@@ -87,5 +88,16 @@ func TestDial(t *testing.T) {
 	}
 	if got := <-accepted; got != "n1 hi" {
 		t.Fatalf("the listener got %q", got)
+	}
+	// A node whose address answers with another member's certificate
+	// is not reached.
+	if _, err := m.c.Apply(ctx, raftstore.NodeUpsert{Name: "n2", Addr: m.addr}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.c.Dial(ctx, "n2", transport.ProtoMigrate); !errors.Is(err, fs.ErrPermission) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("n1 passed for n2: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 // address is where its handlers answer.
 type member struct {
 	c     *Cluster
+	ca    *transport.CA // issues other nodes' certificates (as)
 	s     *raftstore.Store
 	mux   *transport.Mux
 	addr  string
@@ -41,7 +42,7 @@ func newMember(t *testing.T) *member {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = mux.Close() }) // after the store closes
-	m := &member{mux: mux, addr: mux.Addr().String(), rpc: http.NewServeMux(), stats: &countMetrics{}}
+	m := &member{ca: ca, mux: mux, addr: mux.Addr().String(), rpc: http.NewServeMux(), stats: &countMetrics{}}
 	m.c = New(Config{Node: "n1", Log: raftstoretest.Logger(t), Metrics: m.stats})
 	m.s = raftstoretest.New(t, raftstoretest.WithNodeID("n1"), raftstoretest.WithConfig(func(cfg *raftstore.Config) {
 		cfg.Addr, cfg.Layer = m.addr, mux.StreamLayer(transport.ProtoRaft)
@@ -54,6 +55,22 @@ func newMember(t *testing.T) *member {
 	go func() { _ = srv.Serve(mux.Listener(transport.ProtoRPC)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return m
+}
+
+// as is a client of m's cluster port presenting a certificate for node
+// name, issued by the cluster's CA (another member, or a rogue one), and
+// that certificate's serial.
+func (m *member) as(t *testing.T, name string) (*http.Client, string) {
+	t.Helper()
+	id, err := transport.NewIdentity(m.ca, name, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return transport.Dial(ctx, addr, transport.ProtoRPC, id)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}, transport.Serial(id.Cert)
 }
 
 // countMetrics counts what the barrier reports.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
@@ -28,7 +29,9 @@ type applyResult struct {
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
-// HandleApply applies a command that a follower forwarded. The bytes are
+// HandleApply applies a command that a follower forwarded, if its
+// caller may send it (CheckMember, Authorize): the caller is the node its
+// certificate names, never one the command names. The bytes are
 // validated by the store before they reach the log.
 func (c *Cluster) HandleApply(w http.ResponseWriter, r *http.Request) {
 	s, err := c.Store()
@@ -39,6 +42,31 @@ func (c *Cluster) HandleApply(w http.ResponseWriter, r *http.Request) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		api.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if !s.IsLeader() {
+		// Checked first: a follower's replica may lag, and a refusal
+		// from it would be final where the leader's answer is due.
+		api.WriteError(w, http.StatusMisdirectedRequest, raftstore.ErrNotLeader)
+		return
+	}
+	cmd, err := raftstore.DecodeCommand(b)
+	if err != nil {
+		api.WriteError(w, ApplyStatus(err), err)
+		return
+	}
+	caller, serial := Caller(api.ConnOf(r))
+	err = CheckMember(s, caller, serial)
+	if err == nil {
+		err = Authorize(s, caller, cmd)
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			c.log.Warn("refused a forwarded command", "peer", caller, "command", cmd.Type(), "err", err)
+			api.WriteErrno(w, err)
+		} else {
+			api.WriteError(w, ApplyStatus(err), err)
+		}
 		return
 	}
 	res, err := s.ApplyEncoded(r.Context(), b)

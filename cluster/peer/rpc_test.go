@@ -95,7 +95,8 @@ func TestPostOverClusterPort(t *testing.T) {
 func TestHandleApply(t *testing.T) {
 	m := newMember(t)
 	ctx := testContext(t)
-	b, err := raftstore.EncodeCommand(raftstore.NodeUpsert{Name: "n2", Addr: "127.0.0.1:2", State: raftstore.NodeUp, JoinedAt: time.Now()})
+	b, err := raftstore.EncodeCommand(raftstore.NodeUpsert{Name: "n1", Addr: m.addr, State: raftstore.NodeUp,
+		CPUs: 3, JoinedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestHandleApply(t *testing.T) {
 	if err := m.c.Post(ctx, m.addr, ApplyPath, b, &out); err != nil || !json.Valid(out.Result) {
 		t.Fatalf("apply: %s, %v", out.Result, err)
 	}
-	if _, ok := m.s.Node("n2"); !ok {
+	if n, ok := m.s.Node("n1"); !ok || n.CPUs != 3 {
 		t.Fatal("the command was not applied")
 	}
 	err = m.c.Post(ctx, m.addr, ApplyPath, []byte("garbage"), nil)

@@ -45,8 +45,13 @@
 //     at most that much and never stops reading its caller, and a
 //     signal never waits behind stdin. A caller that sends past its
 //     credit is cut off (wire.FrError) and its stream closed. A holder
-//     with no room stops reading the process's output, as a terminal
-//     would.
+//     keeps at most maxIn of stdin too (a stream that sends more is
+//     ended, and the next resumes from the holder's count); with no
+//     room for output (maxOut) it stops reading the process's output,
+//     as a terminal would, and the process blocks on its writes. The
+//     session keeps no output: it passes each frame on to its caller
+//     before reading the next, and the holder sends at most outWindow
+//     past what the session acknowledged.
 //   - wire.FrAck is also the keepalive: a stream that hears nothing for
 //     Timing.idle is dead, and every write has that deadline.
 //   - A process with a terminal of its own (ssi run -t) has a fourth

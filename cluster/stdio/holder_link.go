@@ -26,6 +26,7 @@ type hlink struct {
 	inAck    uint64
 	sigAck   int
 	exitSent bool
+	overran  bool // the session sent stdin past maxIn (takeIn)
 }
 
 // keepLinked connects to the session and serves its stream, again
@@ -99,7 +100,9 @@ func (h *Holder) linkOnce(gen int) (heard, ok bool) {
 			h.unheard = time.Now()
 		}
 	}
-	heard = l.ready
+	// A session that overran us is not one that took us: the next
+	// attempt waits, as for one that refuses.
+	heard = l.ready && !l.overran
 	h.cond.Broadcast()
 	h.mu.Unlock()
 	conn.Close()
@@ -167,7 +170,10 @@ func (l *hlink) apply(typ wire.Frame, b []byte) (sig int, ok bool) {
 		if !ok {
 			return 0, false
 		}
-		h.takeIn(at, b)
+		if !h.takeIn(at, b) {
+			l.overran = true
+			return 0, false
+		}
 	case wire.FrEOF:
 		h.eof = true
 	case wire.FrSignal:
@@ -217,17 +223,28 @@ func (h *Holder) resize(b []byte) {
 }
 
 // takeIn queues stdin that starts at offset at, less what we have;
-// h.mu is held.
-func (h *Holder) takeIn(at uint64, b []byte) {
+// h.mu is held. It takes nothing and returns false if that would queue
+// more than maxIn: a session sends no further than its caller's credit,
+// maxIn past what we acknowledged writing, so only a broken or hostile
+// peer does, and keeping what it sends would grow without bound. The
+// stream then ends; the next one resumes from h.in, where the session
+// still keeps the rest (it forgets only what we acknowledged).
+func (h *Holder) takeIn(at uint64, b []byte) bool {
 	if at > h.in {
 		h.log.Warn("stdio: input missing", "cpid", h.cpid, "bytes", at-h.in)
 		h.in = at
 	}
 	b = b[min(h.in-at, uint64(len(b))):]
+	if !h.gone && len(h.queue)+len(b) > maxIn {
+		h.log.Warn("stdio: the caller's node sent stdin past its bound: ending the stream",
+			"cpid", h.cpid, "queued", len(h.queue), "bound", maxIn)
+		return false
+	}
 	h.in += uint64(len(b))
 	if !h.gone {
 		h.queue = append(h.queue, b...)
 	}
+	return true
 }
 
 // hello: the session took the stream; the holder's mu is held.

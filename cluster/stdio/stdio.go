@@ -11,7 +11,8 @@ import (
 const (
 	// maxIn bounds the stdin a session keeps for its process: the
 	// caller's credit runs this far past what the holders have written.
-	// A holder's queue is bounded by what the session sends.
+	// It bounds a holder's queue too, since the session sends no more
+	// than the credit; a holder refuses a stream that sends past it.
 	maxIn = 256 << 10
 	// maxSigs bounds the signals a session keeps until a holder has
 	// them. Signals need no credit; past this many waiting (no holder

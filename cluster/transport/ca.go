@@ -15,10 +15,12 @@ import (
 )
 
 // Validity periods. The CA outlives any plausible cluster; node
-// certificates are short enough that a stolen one does not last forever.
+// certificates are short enough that a stolen one does not last long,
+// and renew themselves (NodeValidity is the default of IssueFor's
+// lifetime, the agent's cluster.cert_lifetime).
 const (
 	CAValidity   = 10 * 365 * 24 * time.Hour
-	NodeValidity = 365 * 24 * time.Hour
+	NodeValidity = 30 * 24 * time.Hour
 )
 
 // clockSkew backdates certificates so that a member whose clock runs a
@@ -81,11 +83,21 @@ func NewKey() (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
-// Issue signs a node certificate for nodeName and pub with ca. The
-// certificate serves both as TLS server and client, since every node
-// both accepts and dials; its CommonName and DNS name are nodeName and
-// its IP addresses are ips.
+// Issue signs a node certificate for nodeName and pub with ca, valid for
+// NodeValidity: IssueFor with the default lifetime.
 func Issue(ca *CA, nodeName string, pub crypto.PublicKey, ips []net.IP) (*x509.Certificate, error) {
+	return IssueFor(ca, nodeName, pub, ips, NodeValidity)
+}
+
+// IssueFor signs a node certificate for nodeName and pub with ca, valid
+// from now for lifetime (never past the CA's own end). The certificate
+// serves both as TLS server and client, since every node both accepts
+// and dials; its CommonName and DNS name are nodeName and its IP
+// addresses are ips.
+func IssueFor(ca *CA, nodeName string, pub crypto.PublicKey, ips []net.IP, lifetime time.Duration) (*x509.Certificate, error) {
+	if lifetime <= 0 {
+		return nil, fmt.Errorf("issue %q: lifetime %v", nodeName, lifetime)
+	}
 	if ca == nil || ca.Key == nil || ca.Cert == nil {
 		return nil, fmt.Errorf("issue %q: %w: no ca key", nodeName, ErrBadIdentity)
 	}
@@ -100,7 +112,7 @@ func Issue(ca *CA, nodeName string, pub crypto.PublicKey, ips []net.IP) (*x509.C
 		return nil, err
 	}
 	now := time.Now()
-	notAfter := now.Add(NodeValidity)
+	notAfter := now.Add(lifetime)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
@@ -153,6 +165,20 @@ func randomSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("serial: %w", err)
 	}
 	return n.Add(n, big.NewInt(1)), nil
+}
+
+// Serial names a certificate in the agreed state (raftstore.CertIssue,
+// CertRevoke): its serial number in lower-case hex.
+func Serial(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
+
+// IssuedAt is when a node certificate was issued: certificates are
+// backdated by a fixed skew (see clockSkew), so their life, for
+// renewing them on time, starts that much after NotBefore.
+func IssuedAt(cert *x509.Certificate) time.Time {
+	if t := cert.NotBefore.Add(clockSkew); t.Before(cert.NotAfter) {
+		return t
+	}
+	return cert.NotBefore
 }
 
 // ClusterID is the cluster id the CA was created with (NewCA).

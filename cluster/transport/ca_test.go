@@ -1,11 +1,13 @@
 package transport
 
 import (
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,8 +38,21 @@ func TestCAAndIssue(t *testing.T) {
 	if len(cert.IPAddresses) != 2 || !cert.IPAddresses[1].Equal(ips[1]) {
 		t.Errorf("ips %v", cert.IPAddresses)
 	}
-	if life := cert.NotAfter.Sub(time.Now()); life < 364*24*time.Hour || life > 366*24*time.Hour {
+	if life := cert.NotAfter.Sub(time.Now()); life < NodeValidity-time.Minute || life > NodeValidity {
 		t.Errorf("node certificate valid for %v", life)
+	}
+	if got := IssuedAt(cert); time.Since(got).Abs() > time.Minute {
+		t.Errorf("issued at %v, not now", got)
+	}
+	short, err := IssueFor(ca, "node7", &key.PublicKey, ips, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life := short.NotAfter.Sub(IssuedAt(short)); life < 19*time.Second || life > 21*time.Second {
+		t.Errorf("a 20 s certificate lives %v from its issue", life)
+	}
+	if Serial(short) != short.SerialNumber.Text(16) || Serial(short) == Serial(cert) {
+		t.Errorf("serial %q", Serial(short))
 	}
 	if err := verifyLeaf(ca.Pool(), cert, nil, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Errorf("node certificate not usable both ways: %v", err)
@@ -101,7 +116,7 @@ func TestIdentitySaveLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Name() != "n1" || !got.Cert.Equal(id.Cert) || !got.Key.Equal(id.Key) ||
-		!got.CA.Cert.Equal(ca.Cert) || !got.CA.Key.Equal(ca.Key) {
+		!got.CA.Cert.Equal(ca.Cert) || !got.Signer().Key.Equal(ca.Key) {
 		t.Fatal("loaded identity differs from the saved one")
 	}
 
@@ -121,6 +136,32 @@ func TestIdentitySaveLoad(t *testing.T) {
 	}
 }
 
+// A non-voter's directory holds no CA key: still an identity, one that
+// cannot sign, and saving it writes no key.
+func TestIdentityWithoutCAKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	if err := testNode(t, testCA(t), "n1").Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveCAKey(dir); err != nil || RemoveCAKey(dir) != nil {
+		t.Fatalf("remove ca key: %v", err)
+	}
+	if !HasIdentity(dir) {
+		t.Fatal("an identity without the ca key is not found")
+	}
+	nokey, err := LoadIdentity(dir)
+	if err != nil || nokey.Signer() != nil {
+		t.Fatalf("loaded without the ca key: %v, signer %v", err, nokey.Signer())
+	}
+	if err := nokey.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, CAKeyFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("saving an identity without the ca key wrote one: %v", err)
+	}
+
+}
+
 func TestSaveLoadCA(t *testing.T) {
 	dir := t.TempDir()
 	ca := testCA(t)
@@ -133,5 +174,29 @@ func TestSaveLoadCA(t *testing.T) {
 	}
 	if !got.Cert.Equal(ca.Cert) || !got.Key.Equal(ca.Key) {
 		t.Fatal("loaded ca differs")
+	}
+}
+
+// An expired node certificate is refused at load with what to do.
+func TestLoadExpiredIdentity(t *testing.T) {
+	dir := t.TempDir()
+	ca := testCA(t)
+	id := testNode(t, ca, "n1")
+	if err := id.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := *id.Cert
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Cert, &id.Key.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := x509.ParseCertificate(der)
+	if err := writeCert(filepath.Join(dir, NodeCertFile), expired); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadIdentity(dir)
+	if !errors.Is(err, ErrBadIdentity) || !strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "join token") {
+		t.Fatalf("loading an expired certificate: %v", err)
 	}
 }

@@ -9,8 +9,10 @@ import (
 )
 
 // Dial connects to the node at addr (host:port) for proto, presenting
-// id's certificate and accepting only a server whose certificate chains
-// to id's cluster CA (ErrUntrusted otherwise). ctx bounds the connection
+// id's live certificate (Identity.Leaf) and accepting only a server
+// whose certificate chains to id's cluster CA and names a node
+// (ErrUntrusted otherwise) and that id's refuse check lets through
+// (ErrRevoked, Identity.SetRefuse). ctx bounds the connection
 // and the handshake, not the use of the returned connection, which is a
 // *tls.Conn. A server that refuses us closes the connection: the first
 // Read then fails.

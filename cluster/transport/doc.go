@@ -16,8 +16,16 @@
 // # Trust model
 //
 // The first node creates a cluster CA (NewCA). Every member holds a node
-// certificate issued by that CA, usable as both TLS server and client,
-// and also holds the CA key, so that any member can admit a newcomer.
+// certificate issued by that CA, usable as both TLS server and client.
+// Only voters hold the CA key (Identity.Signer): they issue certificates,
+// to newcomers and as renewals; a member without it sends a newcomer to
+// the leader, which the newcomer follows once. Certificates are
+// short-lived (cluster.cert_lifetime) and renew at two thirds of their
+// life (Identity.Renew), picked up by the next handshake on both sides
+// while open connections go on. Every handshake refuses a peer whose CN
+// is not a node name and one that Identity.SetRefuse rejects: the agent
+// refuses the serials the agreed state has revoked (ErrRevoked), and a
+// removed node's certificates are revoked with it.
 // Raft, RPC and migration connections are mutually authenticated: the
 // server requires a client chain to the cluster CA and the dialer checks
 // the server's chain against the same CA. Nodes are addressed by IP, so
@@ -34,27 +42,33 @@
 // sessions and so cannot relay a proof; a party without the token learns
 // nothing but that the proof failed. Only after the server's proof
 // checks out does the newcomer send its name, addresses and public key;
-// its private key never leaves it. The server returns a certificate, the
-// CA certificate and key, and an opaque blob from the caller.
+// its private key never leaves it. The server then checks the token's
+// status (an expired, revoked or used-up token is refused with its
+// reason, only to a party that proved it holds the token), spends one
+// use through the leader, records the certificate's serial in the agreed
+// state and returns the certificate, the CA certificate (never the key)
+// and an opaque blob from the caller.
 //
 // The HMAC key is TokenHash(token), so a member needs only the hash to
 // admit newcomers: the replicated state stores hashes, never tokens.
-// Whoever holds a hash can join, which gives nothing to a member that
-// it does not already have with the CA key. TokenTag is a different,
+// Whoever holds a hash can join as a NEW node, which gives a member
+// nothing it lacks: it cannot take an existing node's name (Admit
+// refuses it) nor sign anything. TokenTag is a different,
 // one-way tag of the token that is safe to broadcast in discovery
 // beacons.
 //
 // A peer without a valid certificate or token, or a client sending
 // anything that is not TLS, is disconnected and logged, one line per
-// connection, rate limited. A bounded number of handshakes run at once,
-// each under a deadline, so slow or garbage clients cannot exhaust the
-// agent nor delay legitimate peers for longer than that deadline.
+// connection, rate limited. Handshakes run under a short deadline, in
+// bounded pools: strangers are limited per source address and in all,
+// and known members' addresses have a pool of their own, so that
+// strangers cannot starve members.
 //
 // # Files
 //
 // An identity lives in one directory (the agent uses <data_dir>/tls):
-// ca.crt, ca.key, node.crt and node.key, PEM encoded; keys are mode 0600
-// and the directory 0700.
+// ca.crt, node.crt, node.key and, on voters only, ca.key, PEM encoded;
+// keys are mode 0600 and the directory 0700.
 package transport
 
 import "errors"

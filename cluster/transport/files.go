@@ -51,6 +51,16 @@ func LoadCA(dir string) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
+// RemoveCAKey deletes the CA key from dir, for a node that is not (or
+// no longer) a voter; a key that is not there is no error.
+func RemoveCAKey(dir string) error {
+	err := os.Remove(filepath.Join(dir, CAKeyFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove ca key: %w", err)
+	}
+	return nil
+}
+
 func writeCert(path string, cert *x509.Certificate) error {
 	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
 	return writeFileAtomic(path, data, 0o644)

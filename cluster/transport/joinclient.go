@@ -17,33 +17,63 @@ import (
 // holds it too, and sends nodeName, ips and a fresh public key. It
 // returns the new identity (to Save) and the server's opaque blob
 // (JoinHandler.Welcome). Nothing about the newcomer is sent before the
-// server proved it knows the token. Errors wrap ErrTokenFormat,
-// ErrNodeName, ErrBadToken, ErrJoinRefused or ErrJoinProtocol.
+// server proved it knows the token. A member without the CA key names
+// one that has it, and Join asks that one, once. The identity holds
+// the CA certificate but not its key. Errors wrap ErrTokenFormat,
+// ErrNodeName, ErrBadToken, ErrTokenExpired, ErrTokenRevoked,
+// ErrTokenUsedUp, ErrJoinRefused, ErrNoIssuer or ErrJoinProtocol.
 func Join(ctx context.Context, addr, token, nodeName string, ips []net.IP) (*Identity, []byte, error) {
+	return JoinWithKey(ctx, addr, token, nodeName, ips, nil)
+}
+
+// JoinWithKey is Join with the newcomer's key (nil: a fresh one). A
+// newcomer that keeps its key across attempts is known as the same one
+// by the member, which then spends no second use of the token on a
+// retry after a lost reply.
+func JoinWithKey(ctx context.Context, addr, token, nodeName string, ips []net.IP, key *ecdsa.PrivateKey) (*Identity, []byte, error) {
 	if err := ValidToken(token); err != nil {
 		return nil, nil, err
 	}
 	if err := ValidNodeName(nodeName); err != nil {
 		return nil, nil, err
 	}
-	key, err := NewKey()
-	if err != nil {
-		return nil, nil, err
+	if key == nil {
+		var err error
+		if key, err = NewKey(); err != nil {
+			return nil, nil, err
+		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, JoinTimeout)
 		defer cancel()
 	}
+	id, blob, redirect, err := joinOnce(ctx, addr, token, nodeName, ips, key)
+	if redirect == "" {
+		return id, blob, err
+	}
+	id, blob, again, err := joinOnce(ctx, redirect, token, nodeName, ips, key)
+	if again != "" {
+		return nil, nil, fmt.Errorf("join %s: %w (it sent us to %s, which sent us to %s)", addr, ErrNoIssuer, redirect, again)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("join %s, sent on to %s: %w", addr, redirect, err)
+	}
+	return id, blob, nil
+}
+
+// joinOnce runs one exchange with the member at addr: the identity and
+// blob it issued, or the member it sends us to, or an error.
+func joinOnce(ctx context.Context, addr, token, nodeName string, ips []net.IP, key *ecdsa.PrivateKey) (*Identity, []byte, string, error) {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("join %s: %w", addr, err)
+		return nil, nil, "", fmt.Errorf("join %s: %w", addr, err)
 	}
 	defer raw.Close()
 	tc, err := clientHandshake(ctx, raw, joinClientConfig(), ProtoJoin)
 	if err != nil {
-		return nil, nil, fmt.Errorf("join %s: %w", addr, err)
+		return nil, nil, "", fmt.Errorf("join %s: %w", addr, err)
 	}
 	// Deadlines, not ctx, bound the reads: make ctx's end a deadline.
 	dl, _ := ctx.Deadline()
@@ -56,18 +86,24 @@ func Join(ctx context.Context, addr, token, nodeName string, ips []net.IP) (*Ide
 		if ctx.Err() != nil && !errors.Is(err, ErrBadToken) {
 			err = ctx.Err()
 		}
-		return nil, nil, fmt.Errorf("join %s: %w", addr, err)
+		return nil, nil, "", fmt.Errorf("join %s: %w", addr, err)
 	}
-	id, err := joinIdentity(reply, key, nodeName, tc.ConnectionState())
+	if reply.Code == codeRedirect {
+		if _, _, err := net.SplitHostPort(reply.Redirect); err != nil {
+			return nil, nil, "", fmt.Errorf("join %s: %w: redirect to %q", addr, ErrJoinProtocol, reply.Redirect)
+		}
+		return nil, nil, reply.Redirect, nil
+	}
+	id, err := joinIdentity(&reply.joinReply, key, nodeName, tc.ConnectionState())
 	if err != nil {
-		return nil, nil, fmt.Errorf("join %s: %w", addr, err)
+		return nil, nil, "", fmt.Errorf("join %s: %w", addr, err)
 	}
-	return id, reply.Blob, nil
+	return id, reply.Blob, "", nil
 }
 
 // joinExchange runs the newcomer's side of the exchange (see the
-// package doc) and returns the server's successful reply.
-func joinExchange(tc *tls.Conn, token, nodeName string, ips []net.IP, key *ecdsa.PrivateKey) (*joinReply, error) {
+// package doc) and returns the server's successful reply or redirect.
+func joinExchange(tc *tls.Conn, token, nodeName string, ips []net.IP, key *ecdsa.PrivateKey) (*joinAnswer, error) {
 	hash := TokenHash(token)
 	pkey, _ := joinKey(hash)
 	cs := tc.ConnectionState()
@@ -99,17 +135,21 @@ func joinExchange(tc *tls.Conn, token, nodeName string, ips []net.IP, key *ecdsa
 	if err := writeFrame(tc, req); err != nil {
 		return nil, err
 	}
-	var reply joinReply
+	var reply joinAnswer
 	if err := readFrame(tc, &reply); err != nil {
 		return nil, fmt.Errorf("read reply: %w", err)
 	}
 	switch reply.Code {
-	case "":
+	case "", codeRedirect:
 		return &reply, nil
 	case codeBadToken:
 		return nil, fmt.Errorf("%w: the server refused our proof", ErrBadToken)
 	case codeRefused:
 		return nil, fmt.Errorf("%w: %s", ErrJoinRefused, reply.Error)
+	}
+	if err := refusalError(reply.Code); err != nil {
+		// The server's text is the same sentence; the error is ours.
+		return nil, err
 	}
 	return nil, fmt.Errorf("%w: server error %s: %s", ErrJoinProtocol, reply.Code, reply.Error)
 }
@@ -125,11 +165,9 @@ func joinIdentity(r *joinReply, key *ecdsa.PrivateKey, nodeName string, cs tls.C
 	if err != nil {
 		return nil, fmt.Errorf("%w: ca certificate: %w", ErrJoinProtocol, err)
 	}
-	caKey, err := parseKey(r.CAKey, "ca key")
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrJoinProtocol, err)
-	}
-	id := &Identity{Key: key, Cert: cert, CA: &CA{Cert: caCert, Key: caKey}}
+	// The CA key stays with the members that issue certificates: one
+	// that a member of an older version still sends is ignored.
+	id := &Identity{Key: key, Cert: cert, CA: &CA{Cert: caCert}}
 	if err := id.Check(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrJoinProtocol, err)
 	}

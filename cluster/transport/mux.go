@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -14,21 +15,52 @@ import (
 // Defaults of Options.
 const (
 	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultStrangerTimeout  = 2 * time.Second
 	DefaultMaxHandshakes    = 64
+	DefaultMaxPerSource     = 4
+	DefaultMemberHandshakes = 64
 	DefaultHandoffTimeout   = 5 * time.Second
 )
 
 // Options tunes a Mux; the zero value is usable.
+//
+// Until its TLS handshake and protocol byte are through, a connection
+// holds a handshake slot. A connection from a member's address (IsMember)
+// takes one of that address's own slots, which nobody else can take: a
+// newcomer past MemberHandshakes takes the place of that address's
+// oldest handshake, so that connections held open doing nothing cannot
+// keep the member out. Any other connection is a stranger's: it takes a
+// slot only while fewer than MaxPerSource handshakes run from its source
+// and fewer than MaxHandshakes from strangers in all, and is closed at
+// once otherwise, never queued; its handshake has the shorter
+// StrangerTimeout. However many strangers connect, members' connections
+// are neither delayed nor refused for them.
 type Options struct {
 	// Log receives one line per refused connection, rate limited; nil
 	// discards.
 	Log *slog.Logger
+	// IsMember reports whether a connection's source address is a known
+	// member's. It is called once per accepted connection, before any
+	// byte is read, so it must be quick and safe for concurrent use. Nil
+	// counts loopback addresses only (this machine).
+	IsMember func(addr netip.Addr) bool
 	// HandshakeTimeout bounds the TLS handshake and the protocol byte
-	// together (DefaultHandshakeTimeout if zero).
+	// together of a member's connection (DefaultHandshakeTimeout if
+	// zero).
 	HandshakeTimeout time.Duration
-	// MaxHandshakes bounds the connections in handshake at once; more
-	// wait in the kernel's backlog (DefaultMaxHandshakes if zero).
+	// StrangerTimeout bounds them for a stranger's connection
+	// (DefaultStrangerTimeout if zero; never more than HandshakeTimeout).
+	StrangerTimeout time.Duration
+	// MaxHandshakes bounds the strangers' connections in handshake at
+	// once, all sources together (DefaultMaxHandshakes if zero).
 	MaxHandshakes int
+	// MaxPerSource bounds the strangers' connections in handshake at once
+	// from one source: an IPv4 address or an IPv6 /64
+	// (DefaultMaxPerSource if zero).
+	MaxPerSource int
+	// MemberHandshakes bounds the connections in handshake at once from
+	// one member address (DefaultMemberHandshakes if zero).
+	MemberHandshakes int
 	// HandoffTimeout is how long an authenticated connection waits for
 	// the Accept of its protocol's listener before it is dropped
 	// (DefaultHandoffTimeout if zero).
@@ -46,18 +78,22 @@ type Options struct {
 // hands the rest to per-protocol listeners. It is safe for concurrent
 // use.
 type Mux struct {
-	ln    net.Listener
-	id    *Identity
-	tls   *tls.Config
-	opts  Options
-	log   *limitedLog
-	addr  net.Addr
-	slots chan struct{} // one token per handshake in progress
-	done  chan struct{} // closed by Close
+	ln   net.Listener
+	id   *Identity
+	tls  *tls.Config
+	opts Options
+	log  *limitedLog
+	addr net.Addr
+	done chan struct{} // closed by Close
 
-	mu        sync.Mutex // protects the fields below
+	mu        sync.Mutex // protects the fields below and every muxConn's slot and leaf
 	listeners map[byte]*protoListener
-	pending   map[net.Conn]struct{} // connections not yet handed off
+	conns     map[*muxConn]struct{}     // from accept until closed, whoever owns them then
+	strangers int                       // strangers' handshake slots taken
+	bySource  map[netip.Addr]int        // strangers' slots taken, by sourceKey
+	byMember  map[netip.Addr][]*muxConn // members' connections holding a slot, oldest first
+	dropGen   uint64                    // Drop calls so far
+	drops     []dropRecord              // the latest ones, for connections still in handshake then
 	closed    bool
 
 	wg sync.WaitGroup // accept loop and connection goroutines
@@ -94,10 +130,11 @@ func NewMux(ln net.Listener, id *Identity, opts Options) (*Mux, error) {
 	m := &Mux{
 		ln: ln, id: id, tls: serverConfig(id), opts: opts, addr: addr,
 		log:       newLimitedLog(opts.Log),
-		slots:     make(chan struct{}, opts.MaxHandshakes),
 		done:      make(chan struct{}),
 		listeners: map[byte]*protoListener{},
-		pending:   map[net.Conn]struct{}{},
+		conns:     map[*muxConn]struct{}{},
+		bySource:  map[netip.Addr]int{},
+		byMember:  map[netip.Addr][]*muxConn{},
 	}
 	m.wg.Add(1)
 	go m.serve()
@@ -108,11 +145,24 @@ func withDefaults(o Options) Options {
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if o.StrangerTimeout <= 0 {
+		o.StrangerTimeout = DefaultStrangerTimeout
+	}
+	o.StrangerTimeout = min(o.StrangerTimeout, o.HandshakeTimeout)
 	if o.MaxHandshakes <= 0 {
 		o.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if o.MaxPerSource <= 0 {
+		o.MaxPerSource = DefaultMaxPerSource
+	}
+	if o.MemberHandshakes <= 0 {
+		o.MemberHandshakes = DefaultMemberHandshakes
+	}
 	if o.HandoffTimeout <= 0 {
 		o.HandoffTimeout = DefaultHandoffTimeout
+	}
+	if o.IsMember == nil {
+		o.IsMember = netip.Addr.IsLoopback
 	}
 	return o
 }
@@ -138,29 +188,30 @@ func (m *Mux) Close() error {
 	for _, l := range m.listeners {
 		l.close()
 	}
-	for c := range m.pending {
-		c.Close()
+	var pending []*muxConn
+	for c := range m.conns {
+		if c.leaf == nil {
+			pending = append(pending, c)
+		}
 	}
 	m.mu.Unlock()
+	for _, c := range pending {
+		c.Close()
+	}
 	err := m.ln.Close()
 	m.wg.Wait()
 	return err
 }
 
-// serve accepts until the listener closes. A slot is taken before each
-// Accept so that at most MaxHandshakes connections are in handshake.
+// serve accepts until the listener closes. It never waits for a slot:
+// a connection that gets none is closed at once (seat), so that the
+// kernel's backlog never fills with strangers in front of members.
 func (m *Mux) serve() {
 	defer m.wg.Done()
 	var backoff time.Duration
 	for {
-		select {
-		case m.slots <- struct{}{}:
-		case <-m.done:
-			return
-		}
 		c, err := m.ln.Accept()
 		if err != nil {
-			<-m.slots
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -176,47 +227,36 @@ func (m *Mux) serve() {
 			continue
 		}
 		backoff = 0
-		if !m.track(c) {
-			<-m.slots
-			c.Close()
-			return
+		mc, evicted, refused := m.seat(c)
+		if evicted != nil {
+			m.log.refuse("dropped: a newer handshake from the same member address", "remote", evicted.RemoteAddr().String())
+			evicted.Close()
+		}
+		if mc == nil {
+			closeNow(c)
+			if refused == "" { // the Mux is closed
+				return
+			}
+			m.log.refuse("refused: "+refused, "remote", c.RemoteAddr().String())
+			continue
 		}
 		m.wg.Add(1)
-		go m.handle(c)
+		go m.handle(mc)
 	}
 }
 
-// track records c as pending, so that Close can abort its handshake;
-// false if the Mux is closed.
-func (m *Mux) track(c net.Conn) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return false
+// closeNow closes a refused connection with a reset: the kernel keeps
+// nothing of it for a stranger who holds its end open.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
 	}
-	m.pending[c] = struct{}{}
-	return true
-}
-
-func (m *Mux) untrack(c net.Conn) {
-	m.mu.Lock()
-	delete(m.pending, c)
-	m.mu.Unlock()
+	c.Close()
 }
 
 // handle runs one connection's handshake and dispatches it.
-func (m *Mux) handle(c net.Conn) {
+func (m *Mux) handle(c *muxConn) {
 	defer m.wg.Done()
-	defer m.untrack(c)
-	slot := true
-	release := func() {
-		if slot {
-			slot = false
-			<-m.slots
-		}
-	}
-	defer release()
-
 	remote := c.RemoteAddr().String()
 	tc, proto, err := m.handshake(c)
 	if err != nil {
@@ -230,21 +270,30 @@ func (m *Mux) handle(c net.Conn) {
 		tc.Close()
 		return
 	}
-	release()
-	if len(tc.ConnectionState().VerifiedChains) == 0 {
+	m.release(c)
+	chains := tc.ConnectionState().VerifiedChains
+	if len(chains) == 0 || len(chains[0]) == 0 {
 		m.log.refuse("refused: no cluster certificate", "remote", remote, "proto", protoName(proto))
 		tc.Close()
 		return
 	}
 	_ = tc.SetDeadline(time.Time{})
-	m.untrack(c)
+	if !m.authenticated(c, chains[0][0]) {
+		m.log.refuse("dropped: its certificate was dropped during its handshake", "remote", remote, "proto", protoName(proto))
+		tc.Close()
+		return
+	}
 	m.handoff(tc, proto, remote)
 }
 
 // handshake runs the TLS handshake and reads the protocol byte, both
 // under one deadline. Errors are log messages: they never reach a peer.
-func (m *Mux) handshake(c net.Conn) (*tls.Conn, byte, error) {
-	_ = c.SetDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+func (m *Mux) handshake(c *muxConn) (*tls.Conn, byte, error) {
+	timeout := m.opts.StrangerTimeout
+	if c.member {
+		timeout = m.opts.HandshakeTimeout
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	tc := tls.Server(c, m.tls)
 	if err := tc.Handshake(); err != nil {
 		return nil, 0, fmt.Errorf("tls handshake: %w", err)
@@ -280,4 +329,95 @@ func (m *Mux) handoff(tc *tls.Conn, proto byte, remote string) {
 		m.log.refuse("dropped: protocol listener not accepting", "remote", remote, "proto", protoName(proto))
 		tc.Close()
 	}
+}
+
+// seat gives an accepted connection its handshake slot (see Options):
+// it returns the connection to serve, and a member's connection it
+// takes the place of (to close), or why it is refused ("" once the Mux
+// is closed).
+func (m *Mux) seat(c net.Conn) (mc *muxConn, evicted *muxConn, refused string) {
+	src := sourceOf(c)
+	member := src.IsValid() && m.opts.IsMember(src) // the caller's code: not under m.mu
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, nil, ""
+	}
+	mc = &muxConn{Conn: c, m: m, src: src, member: member, gen: m.dropGen, slot: true}
+	if member {
+		q := m.byMember[src]
+		if len(q) >= m.opts.MemberHandshakes {
+			evicted, q = q[0], q[1:]
+			evicted.slot = false
+		}
+		m.byMember[src] = append(q, mc)
+	} else {
+		key := sourceKey(src)
+		switch {
+		case m.bySource[key] >= m.opts.MaxPerSource:
+			return nil, nil, "too many handshakes from its source"
+		case m.strangers >= m.opts.MaxHandshakes:
+			return nil, nil, "too many handshakes from strangers"
+		}
+		m.strangers++
+		m.bySource[key]++
+	}
+	m.conns[mc] = struct{}{}
+	return mc, evicted, ""
+}
+
+// release gives back c's handshake slot, if it holds one.
+func (m *Mux) release(c *muxConn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.releaseLocked(c)
+}
+
+// releaseLocked is release with m.mu held.
+func (m *Mux) releaseLocked(c *muxConn) {
+	if !c.slot {
+		return
+	}
+	c.slot = false
+	if c.member {
+		q := m.byMember[c.src]
+		for i, o := range q {
+			if o == c {
+				q = append(q[:i:i], q[i+1:]...)
+				break
+			}
+		}
+		if len(q) == 0 {
+			delete(m.byMember, c.src)
+		} else {
+			m.byMember[c.src] = q
+		}
+		return
+	}
+	m.strangers--
+	key := sourceKey(c.src)
+	if m.bySource[key]--; m.bySource[key] <= 0 {
+		delete(m.bySource, key)
+	}
+}
+
+// sourceOf is c's source address; the zero Addr if c has none.
+func sourceOf(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap().WithZone("")
+	}
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
+}
+
+// sourceKey is what a stranger's slots are counted by: its IPv4 address,
+// or its IPv6 /64, which one machine commonly has whole.
+func sourceKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
 }

@@ -8,16 +8,30 @@ import (
 	"net"
 )
 
+// ErrRevoked means a peer's certificate chains to the cluster CA but was
+// refused all the same: revoked in the agreed state (Identity.SetRefuse).
+var ErrRevoked = errors.New("peer certificate revoked")
+
 // serverConfig accepts clients with or without a certificate, because a
 // newcomer on ProtoJoin has none yet; a certificate that is given must
-// chain to the cluster CA, and the Mux refuses the other protocols to
-// clients without one.
+// chain to the cluster CA, name a node and pass the identity's refuse
+// check, and the Mux refuses the other protocols to clients without
+// one. The certificate presented is read at each handshake, so a
+// renewal needs no new configuration.
 func serverConfig(id *Identity) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{id.tlsCertificate()},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    id.CA.Pool(),
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return id.tlsCertificate(), nil
+		},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  id.CA.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil // a newcomer: only ProtoJoin will serve it
+			}
+			return id.checkPeer(cs.PeerCertificates[0])
+		},
 		// Resumed sessions would carry an old verification forward;
 		// connections are long-lived, so a full handshake costs little.
 		SessionTicketsDisabled: true,
@@ -31,13 +45,33 @@ func serverConfig(id *Identity) *tls.Config {
 func clientConfig(id *Identity) *tls.Config {
 	pool := id.CA.Pool()
 	return &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{id.tlsCertificate()},
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return id.tlsCertificate(), nil
+		},
 		InsecureSkipVerify: true, // verifyServer below checks the chain
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(pool, cs)
+			if err := verifyServer(pool, cs); err != nil {
+				return err
+			}
+			return id.checkPeer(cs.PeerCertificates[0])
 		},
 	}
+}
+
+// checkPeer is what a chained peer certificate must pass besides the
+// chain, on both sides: its name is a node name (it is who the peer is,
+// PeerName) and the identity's refuse check lets it through.
+func (id *Identity) checkPeer(leaf *x509.Certificate) error {
+	if err := ValidNodeName(leaf.Subject.CommonName); err != nil {
+		return fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
+	if f := id.refuse.Load(); f != nil {
+		if err := (*f)(leaf); err != nil {
+			return fmt.Errorf("%s (serial %s): %w", leaf.Subject.CommonName, Serial(leaf), err)
+		}
+	}
+	return nil
 }
 
 // joinClientConfig is for a newcomer, which knows no CA yet: the server
@@ -77,25 +111,35 @@ func verifyLeaf(roots *x509.CertPool, leaf *x509.Certificate, inter []*x509.Cert
 }
 
 // PeerName is the node name in the certificate of c's peer, or "" if c
-// is not TLS or the peer sent no certificate. It does not verify: it is
-// meant for connections from a Mux listener or from Dial, whose peer
-// chains were verified against the cluster CA during the handshake. A
-// certificate outlives membership (there is no revocation list), so
-// callers authorising a request also check the name against the current
-// members.
+// is not TLS or the peer sent no certificate. It is meant for
+// connections from a Mux listener or from Dial, whose handshake checked
+// the peer's chain to the cluster CA, that its name is a node name and
+// that it is not revoked (a server's VerifiedChains, a dialer's
+// VerifyConnection); a revoked certificate's live connections are
+// closed when the revocation is learnt (Mux.Drop). Callers authorising a
+// request still check the name against the current members: only the
+// certificates the agreed state recorded are revoked with their node.
 func PeerName(c net.Conn) string {
+	if leaf := PeerLeaf(c); leaf != nil && ValidNodeName(leaf.Subject.CommonName) == nil {
+		return leaf.Subject.CommonName
+	}
+	return ""
+}
+
+// PeerLeaf is the certificate c's peer presented (see PeerName), or nil.
+func PeerLeaf(c net.Conn) *x509.Certificate {
 	s, ok := c.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
-		return ""
+		return nil
 	}
 	cs := s.ConnectionState()
 	if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
-		return cs.VerifiedChains[0][0].Subject.CommonName
+		return cs.VerifiedChains[0][0]
 	}
 	if len(cs.PeerCertificates) > 0 {
-		return cs.PeerCertificates[0].Subject.CommonName
+		return cs.PeerCertificates[0]
 	}
-	return ""
+	return nil
 }
 
 // isTimeout reports whether err is a deadline or timeout.

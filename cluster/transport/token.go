@@ -5,8 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
+	"syscall"
 )
 
 // TokenPrefix starts every join token; the digit is the token version,
@@ -95,4 +99,43 @@ func normalizeHash(s string) string {
 		return s
 	}
 	return ""
+}
+
+// ErrTokenFile means a join token file is not safe to take a secret
+// from: others could read it or replace it.
+var ErrTokenFile = errors.New("unsafe join token file")
+
+// ReadTokenFile reads the join token in path: a regular file owned by
+// root or by this process's user, with no permission for group or
+// others, holding one token (surrounding white space is ignored). What
+// others can read is a leaked token, and what they can write is a token
+// of their choosing: both are refused, with the fix in the error.
+func ReadTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("join token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("join token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%w %s: not a regular file", ErrTokenFile, path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%w %s: mode %04o lets others read or write it (chmod 600 %s)", ErrTokenFile, path, perm, path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("%w %s: owned by uid %d, not by root or uid %d", ErrTokenFile, path, sys.Uid, os.Geteuid())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("join token file %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if err := ValidToken(tok); err != nil {
+		return "", fmt.Errorf("join token file %s: %w", path, err)
+	}
+	return tok, nil
 }

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -68,6 +70,59 @@ func TestNormalizeHash(t *testing.T) {
 	for _, bad := range []string{"", "junk", strings.ToUpper(h), h[:62]} {
 		if normalizeHash(bad) != "" {
 			t.Errorf("%q taken for a hash", bad)
+		}
+	}
+}
+
+// A token file is taken only if nobody else can read or replace it.
+func TestReadTokenFile(t *testing.T) {
+	tok, _ := NewToken()
+	dir := t.TempDir()
+	write := func(name, data string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "\n"+tok+"\n", 0o600)
+	if got, err := ReadTokenFile(good); err != nil || got != tok {
+		t.Fatalf("a 0600 file: %q, %v", got, err)
+	}
+	if got, err := ReadTokenFile(write("ro", tok, 0o400)); err != nil || got != tok {
+		t.Fatalf("a 0400 file: %q, %v", got, err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602} {
+		p := write("open", tok, mode)
+		_, err := ReadTokenFile(p)
+		if !errors.Is(err, ErrTokenFile) || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+		if err != nil && strings.Contains(err.Error(), tok) {
+			t.Errorf("the error shows the token: %v", err)
+		}
+	}
+	if _, err := ReadTokenFile(dir); !errors.Is(err, ErrTokenFile) {
+		t.Errorf("a directory: %v", err)
+	}
+	if _, err := ReadTokenFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+	if _, err := ReadTokenFile(write("junk", "not a token", 0o600)); !errors.Is(err, ErrTokenFormat) {
+		t.Errorf("junk: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		// Root reads a file of another user only if that user is root.
+		p := write("theirs", tok, 0o600)
+		if err := os.Chown(p, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadTokenFile(p); !errors.Is(err, ErrTokenFile) || !strings.Contains(err.Error(), "owned by uid 1000") {
+			t.Errorf("a file of uid 1000: %v", err)
 		}
 	}
 }

@@ -41,23 +41,31 @@ func (v fsView) Nodes() []fs.NodeView {
 	return out
 }
 
-func (v fsView) Procs() []fs.ProcView {
+func (v fsView) Procs(uid uint32) []fs.ProcView {
 	s, err := v.view()
 	if err != nil {
 		return nil
 	}
 	var out []fs.ProcView
-	for _, p := range v.v.ProcInfos(s) {
+	gids := map[int]int{} // one lookup per owner
+	for _, p := range v.v.ProcInfos(s, uid) {
 		name := ""
 		if len(p.Argv) > 0 {
 			name = filepath.Base(p.Argv[0])
 		}
+		gid, ok := gids[p.UID]
+		if !ok {
+			gid = primaryGID(p.UID)
+			gids[p.UID] = gid
+		}
 		out = append(out, fs.ProcView{CPID: p.CPID, Name: name, Argv: p.Argv, State: p.State,
-			Node: p.Node, Home: p.Home, UID: p.UID, NMigs: p.NMigs, Lock: p.Lock, Started: p.Started,
+			Node: p.Node, Home: p.Home, UID: p.UID, GID: gid, NMigs: p.NMigs, Lock: p.Lock, Started: p.Started,
 			Pid: p.Pid, RSS: p.RSS, CPU: p.CPU, CantMove: p.CantMove})
 	}
 	return out
 }
+
+func (v fsView) PerUser() bool { return v.v.o.HideOtherUsers }
 
 func (v fsView) Admin() map[string]bool {
 	s, err := v.view()

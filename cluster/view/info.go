@@ -102,22 +102,35 @@ func (v *View) HandleAdmin(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// HandleProcs is `ssi ps`.
-func (v *View) HandleProcs(w http.ResponseWriter, _ *http.Request) {
-	v.answer(w, func(s *raftstore.Store) any { return v.ProcInfos(s) })
+// HandleProcs is `ssi ps`: the processes its caller may see.
+func (v *View) HandleProcs(w http.ResponseWriter, r *http.Request) {
+	uid := callerUID(r)
+	v.answer(w, func(s *raftstore.Store) any { return v.ProcInfos(s, uid) })
 }
 
-// ProcInfos joins the agreed processes with their nodes' samples. Why a
-// process cannot move comes from its node's sample (what it holds now)
-// or else from the agreed state (why its last move failed, as every node
-// knows the moment the mover does).
-func (v *View) ProcInfos(s *raftstore.Store) []api.ProcInfo {
+// callerUID is the uid of the local socket's caller (SO_PEERCRED); one
+// that cannot be told is nobody's, and sees only what everyone does.
+func callerUID(r *http.Request) uint32 {
+	if uid, _, ok := api.PeerCred(api.ConnOf(r)); ok {
+		return uid
+	}
+	return ^uint32(0)
+}
+
+// ProcInfos joins the agreed processes that uid may see with their
+// nodes' samples. Why a process cannot move comes from its node's sample
+// (what it holds now) or else from the agreed state (why its last move
+// failed, as every node knows the moment the mover does).
+func (v *View) ProcInfos(s *raftstore.Store, uid uint32) []api.ProcInfo {
 	out := []api.ProcInfo{}
 	lastMove := map[int]raftstore.MoveRecord{}
 	for _, m := range s.Moves() {
 		lastMove[m.CPID] = m
 	}
 	for _, p := range s.Procs() {
+		if !v.visible(uid, p.UID) {
+			continue
+		}
 		pi := api.ProcInfo{CPID: p.CPID, Node: p.Node, Home: p.Home, UID: p.UID, User: userName(p.UID),
 			State: string(p.State), NMigs: p.NMigs, Lock: p.Lock, Argv: p.Argv, Started: p.StartedAt}
 		if smp, ok := v.tel.Get(p.Node); ok {
@@ -136,9 +149,26 @@ func (v *View) ProcInfos(s *raftstore.Store) []api.ProcInfo {
 	return out
 }
 
-// HandleMoves is `ssi migrations`.
-func (v *View) HandleMoves(w http.ResponseWriter, _ *http.Request) {
-	v.answer(w, func(s *raftstore.Store) any { return s.Moves() })
+// HandleMoves is `ssi migrations`: with other users' processes hidden,
+// the moves of the caller's own processes that still run (a move's
+// record does not say whose process it moved).
+func (v *View) HandleMoves(w http.ResponseWriter, r *http.Request) {
+	uid := callerUID(r)
+	v.answer(w, func(s *raftstore.Store) any { return v.moves(s, uid) })
+}
+
+func (v *View) moves(s *raftstore.Store, uid uint32) []raftstore.MoveRecord {
+	all := s.Moves()
+	if v.visible(uid, -1) {
+		return all
+	}
+	out := []raftstore.MoveRecord{}
+	for _, m := range all {
+		if p, ok := s.Proc(m.CPID); ok && v.visible(uid, p.UID) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // userName is uid's login name, or the number.
@@ -147,6 +177,23 @@ func userName(uid int) string {
 		return u.Username
 	}
 	return strconv.Itoa(uid)
+}
+
+// nogroup is the group of an owner the user database does not know: the
+// kernel's overflow gid, as it shows an unmapped group.
+const nogroup = 65534
+
+// primaryGID is uid's primary group, the group of its processes' files.
+func primaryGID(uid int) int {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nogroup
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nogroup
+	}
+	return gid
 }
 
 // firstLineOf is s up to its first newline: cantmove is one line.

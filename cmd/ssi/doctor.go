@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ssi/cluster/api"
 	"ssi/cluster/lab"
+	"ssi/cluster/membership"
 	"ssi/configs"
 	"ssi/fs"
 	"ssi/migrate"
@@ -34,15 +36,24 @@ var doctorChecks = []check{
 		return "network, mount and pid namespaces can be created", lab.ProbeNamespaces()
 	}},
 	{"port", checkPort},
+	{"users", checkUsers},
 }
+
+// warning is a finding that does not stop ssi from running here, but
+// that the operator should hear of: a "warn" line, not a failure.
+type warning struct{ msg string }
+
+func (w warning) Error() string { return w.msg }
 
 func newDoctorCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this machine can run ssi",
 		Long: `Check this machine: CRIU found and its "check" good, FUSE usable, cgroups,
-namespaces, the cluster port. One line per check; exits non-zero if any
-fails, saying what to do.`,
+namespaces, the cluster port, and, while an agent runs here, that this
+node's user database (name:uid pairs) is the cluster's. One line per
+check; exits non-zero if any fails, saying what to do; a warning does
+not fail.`,
 		Example: "  ssi doctor\n  ssi doctor --criu-path /usr/local/sbin/criu",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,6 +66,11 @@ fails, saying what to do.`,
 				ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
 				msg, err := c.run(ctx, cfg)
 				cancel()
+				var warn warning
+				if errors.As(err, &warn) {
+					fmt.Fprintf(cmd.OutOrStdout(), "warn %-10s %v\n", c.name, warn)
+					continue
+				}
 				if err != nil {
 					failed++
 					fmt.Fprintf(cmd.OutOrStdout(), "FAIL %-10s %v\n", c.name, err)
@@ -102,3 +118,41 @@ func checkPort(_ context.Context, cfg *configs.Config) (string, error) {
 	l.Close()
 	return "cluster port " + addr + " is free", nil
 }
+
+// checkUsers compares this node's user database with the one most other
+// nodes registered: members vouch for their users by uid, so a uid must
+// name the same user on every node. It needs a running agent to learn
+// the others'.
+func checkUsers(ctx context.Context, cfg *configs.Config) (string, error) {
+	mine, err := membership.UsersDigest(membership.PasswdFile)
+	if err != nil {
+		return "", warning{fmt.Sprintf("cannot read the user database: %v", err)}
+	}
+	c := api.NewClient(cfg.Socket)
+	st, err := c.Status(ctx)
+	if err != nil {
+		return "no agent answers here: no cluster to compare the user database with", nil
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return "", warning{fmt.Sprintf("cannot list the nodes: %v", err)}
+	}
+	var others []string
+	for _, n := range nodes {
+		if n.Name != st.Node {
+			others = append(others, n.UsersDigest)
+		}
+	}
+	want := membership.MajorityDigest(others)
+	switch {
+	case want == "":
+		return "no other node registered a user database to compare with", nil
+	case want != mine:
+		return "", warning{fmt.Sprintf("this node's user database (%s in %s) differs from the cluster's (%s): "+
+			"the same uid must be the same user on every node", shortDigest(mine), membership.PasswdFile, shortDigest(want))}
+	}
+	return "this node's users (" + shortDigest(mine) + ") are the cluster's", nil
+}
+
+// shortDigest is a digest as people compare it.
+func shortDigest(digest string) string { return digest[:min(12, len(digest))] }

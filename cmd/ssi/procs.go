@@ -53,8 +53,11 @@ error says why (also in /cluster/proc/CPID/cantmove).`,
 func newPsCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "ps",
-		Short:   "List every cluster process: CPID, NODE, HOME, USER, STATE, %CPU, RSS, MIGS, CMD",
+		Use:   "ps",
+		Short: "List every cluster process: CPID, NODE, HOME, USER, STATE, %CPU, RSS, MIGS, CMD",
+		Long: `List every cluster process: CPID, NODE, HOME, USER, STATE, %CPU, RSS, MIGS, CMD.
+With fs.hide_other_users set on this node, a user other than root sees
+only their own processes (like /proc's hidepid=2).`,
 		Example: "  ssi ps\n  ssi ps --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
