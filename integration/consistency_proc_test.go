@@ -84,9 +84,9 @@ func (k procWork) procRound() {
 	k.listed(cpid, node, fmt.Sprintf("right after ssi run -d on %s printed it", node))
 	where := node
 	for i := 0; i < movesPerRound && where != ""; i++ {
-		where = k.move(cpid, where, i == 0, user)
+		where = k.move(cpid, node, where, i == 0, user)
 	}
-	k.finish(cpid, user)
+	k.finish(cpid, node, where, user)
 }
 
 // procCmd runs a process command, retried while an election refuses it.
@@ -106,8 +106,9 @@ func (k procWork) procCmd(node string, user bool, argv ...string) result {
 
 // move writes a new node to where, issued from a random live node (the
 // first move of a round from one that is neither source nor
-// destination), reads where everywhere, and returns where it runs now.
-func (k procWork) move(cpid, from string, third, user bool) string {
+// destination; root's process from its home or where it runs), reads
+// where everywhere, and returns where it runs now.
+func (k procWork) move(cpid, home, from string, third, user bool) string {
 	k.t.Helper()
 	targets := without(k.live, from)
 	if len(targets) == 0 {
@@ -117,6 +118,9 @@ func (k procWork) move(cpid, from string, third, user bool) string {
 	issuer := k.pick(k.live)
 	if others := without(k.live, from, to); third && len(others) > 0 {
 		issuer = others[0]
+	}
+	if !user {
+		issuer = k.rootIssuer(home, from)
 	}
 	asUser := user && k.rng.Intn(2) == 0
 	k.n.moves++
@@ -158,12 +162,26 @@ func (k procWork) settleWhere(cpid string) string {
 	return ""
 }
 
-// finish kills the process from a random node and waits for it from
-// another: kill returning 0 means delivered, so the wait returns 143;
-// once the wait returned, no node lists the process.
-func (k procWork) finish(cpid string, user bool) {
+// rootIssuer is a live node whose root may act on root's process homed
+// on home and running on at (the trust model: another node's root acts
+// on it as nobody).
+func (k procWork) rootIssuer(home, at string) string {
+	if ok := slices.DeleteFunc([]string{home, at}, func(n string) bool { return !slices.Contains(k.live, n) }); len(ok) > 0 {
+		return k.pick(ok)
+	}
+	return home
+}
+
+// finish kills the process from a random node (root's from its home or
+// where it runs) and waits for it from another: kill returning 0 means
+// delivered, so the wait returns 143; once the wait returned, no node
+// lists the process.
+func (k procWork) finish(cpid, home, at string, user bool) {
 	k.t.Helper()
 	killer, waiter := k.pick(k.live), k.pick(k.live)
+	if !user && at != "" {
+		killer = k.rootIssuer(home, at)
+	}
 	want := 128 + 15
 	r := k.procCmd(killer, user && k.rng.Intn(2) == 0, ssiBin, "kill", cpid)
 	if r.code != 0 {

@@ -32,7 +32,7 @@ func testMigrationAdopt(t *testing.T, lab *migLab) {
 	m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node2")
 	n = counted()
 	eventually(t, "the adopted process to count on node2", 10*time.Second, func() bool { return counted() > n+3 })
-	m.must("exec", "node3", "--", ssiBin, "kill", cpid)
+	m.must("exec", "node1", "--", ssiBin, "kill", cpid)
 	if r := m.ssi("exec", "node3", "--", ssiBin, "wait", cpid); r.code != 128+15 {
 		t.Fatalf("ssi wait: %d %s", r.code, r.err)
 	}
@@ -93,7 +93,7 @@ func testMigrationArrivalCrash(t *testing.T, lab *migLab) {
 	if n := copies(); n != 1 {
 		t.Fatalf("%d copies run", n)
 	}
-	m.must("exec", "node3", "--", ssiBin, "kill", "-s", "KILL", cpid)
+	m.must("exec", "node1", "--", ssiBin, "kill", "-s", "KILL", cpid)
 	eventually(t, "the process to end", 20*time.Second, func() bool { return copies() == 0 })
 }
 

@@ -147,6 +147,17 @@ func (u asUser) cmd(node string, argv ...string) []string {
 	return append(out, argv...)
 }
 
+// from is where u asks for something done to a process homed on home:
+// on node, except that root asks on home. A node's root is root only
+// over the processes that node holds or is the home of (the trust
+// model): another node's root acts on them as nobody.
+func (u asUser) from(node, home string) string {
+	if u.uid == 0 {
+		return home
+	}
+	return node
+}
+
 // homeOf is u's own directory of /cluster/home (root's is the home's top).
 func (m *migLab) homeOf(t *testing.T, u asUser) string {
 	t.Helper()

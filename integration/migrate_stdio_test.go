@@ -51,7 +51,7 @@ func testMigrationStdio(t *testing.T, lab *migLab, u asUser) {
 	m.must(u.cmd("node1", ssiBin, "migrate", cpid, "node2")...)
 	// Lines sent while it is away are not lost either.
 	fmt.Fprintf(stdin, "line %d\n", next+1)
-	m.must(u.cmd("node3", ssiBin, "migrate", cpid, "node3")...)
+	m.must(u.cmd(u.from("node3", "node1"), ssiBin, "migrate", cpid, "node3")...)
 	got, err := lines.next(time.Minute)
 	next++
 	if err != nil || got != fmt.Sprintf("got line %d\n", next) {
@@ -93,7 +93,7 @@ func testMigrationCtrlC(t *testing.T, lab *migLab) {
 		t.Fatalf("first line: %q %v", l, err)
 	}
 	cpid := m.cpidOf(t, "trapint.sh")
-	m.must("exec", "node1", "--", ssiBin, "migrate", cpid, "node3")
+	m.must("exec", "node2", "--", ssiBin, "migrate", cpid, "node3")
 	// The caller's ssi run (inside node2) gets the ^C.
 	pg, err := run(cmdTimeout, nil, nil, "pgrep", "-f", "^"+regexpQuote(ssiBin)+" run -- "+regexpQuote(script))
 	out := pg.out

@@ -43,7 +43,8 @@ func TestMigration(t *testing.T) {
 }
 
 // testMigrationHops moves u's counter node1 -> node2 -> node3 -> home,
-// each move asked on a third node; it counts on, in order.
+// each move asked on a third node (root asks on the home); it counts on,
+// in order.
 func testMigrationHops(t *testing.T, lab *migLab, u asUser) {
 	c := lab.clusterLab
 	m := &migLab{clusterLab: c.with(t), dir: lab.dir}
@@ -55,7 +56,7 @@ func testMigrationHops(t *testing.T, lab *migLab, u asUser) {
 	for _, hop := range []struct{ from, target, want string }{
 		{"node3", "node2", "node2"}, {"node1", "node3", "node3"}, {"node2", "home", "node1"},
 	} {
-		m.must(u.cmd(hop.from, "sh", "-c", "echo "+hop.target+" > /cluster/proc/"+cpid+"/where")...)
+		m.must(u.cmd(u.from(hop.from, "node1"), "sh", "-c", "echo "+hop.target+" > /cluster/proc/"+cpid+"/where")...)
 		for _, node := range three {
 			if got := m.where(node, cpid); got != hop.want {
 				t.Fatalf("after moving to %s, where on %s reads %q", hop.target, node, got)
@@ -73,7 +74,7 @@ func testMigrationHops(t *testing.T, lab *migLab, u asUser) {
 	if got := committedMoves(t, c); got != before+1 {
 		t.Fatalf("node2's metrics count %d committed moves, want %d", got, before+1)
 	}
-	m.must(u.cmd("node3", ssiBin, "kill", "-s", "KILL", cpid)...)
+	m.must(u.cmd(u.from("node3", "node1"), ssiBin, "kill", "-s", "KILL", cpid)...)
 	r := m.ssi(u.cmd("node2", ssiBin, "wait", cpid)...)
 	if r.code != 128+9 {
 		t.Fatalf("ssi wait after kill -9: exit %d (%s)", r.code, r.err)
@@ -106,10 +107,10 @@ func testMigrationTree(t *testing.T, lab *migLab, u asUser) {
 	if got := m.where("node1", dcpid); got != "node3" {
 		t.Fatalf("the daemon's where on node1: %q", got)
 	}
-	m.must(u.cmd("node1", "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")...)
+	m.must(u.cmd(u.from("node1", "node3"), "sh", "-c", "echo node2 > /cluster/proc/"+dcpid+"/where")...)
 	m.waitGrows(t, "node2", homeRel(home, "daemon.txt"), n+3)
 	m.must(u.cmd("node1", ssiBin, "kill", "--all", cpid)...)
-	m.must(u.cmd("node1", ssiBin, "kill", dcpid)...)
+	m.must(u.cmd(u.from("node1", "node3"), ssiBin, "kill", dcpid)...)
 	// The tree's leader dies of the TERM; the daemon's leader had
 	// exited 0 long before its child got the TERM.
 	for p, want := range map[string]int{cpid: 128 + 15, dcpid: 0} {

@@ -171,11 +171,7 @@ func TestMemberActsOnlyAsItself(t *testing.T) {
 	t.Run("register", func(t *testing.T) { testRogueRegister(t, c, st.Leader, relay) })
 	t.Run("apply", func(t *testing.T) { testRogueApply(t, c, st.Leader) })
 	t.Run("stdio", func(t *testing.T) { testRogueStdio(t, c) })
-	// The kill attack (testRogueKill) is not run yet: the rule that stops
-	// it (peer.EffectiveUID) is not wired into jobs and migration, because
-	// root moves and kills from a third node in TestMigration and
-	// TestConsistency still rely on the old rule. See README, Security.
-	_ = testRogueKill
+	t.Run("kill", func(t *testing.T) { testRogueKill(t, c) })
 }
 
 // node2 is node2's record as node1 lists it.
@@ -260,9 +256,10 @@ func testRogueStdio(t *testing.T, c *memberLab) {
 	echo("after")
 }
 
-// Root on node1 kills its own root process; node3 claiming uid 0 for
-// another one on the peer port is refused, and that process lives on
-// until root on node1 ends it (SIGTERM, not the rogue's SIGKILL).
+// Root on node1 kills its own root process; node3 claiming uid 0 to
+// kill or move another one on the peer port is refused, and that
+// process lives on, where it was, until root on node1 ends it (SIGTERM,
+// not the rogue's SIGKILL).
 func testRogueKill(t *testing.T, c *memberLab) {
 	a := strings.TrimSpace(c.must("exec", "node1", "--", ssiBin, "run", "-d", "--", "sleep", "1001"))
 	b := strings.TrimSpace(c.must("exec", "node1", "--", ssiBin, "run", "-d", "--", "sleep", "1002"))
@@ -275,6 +272,11 @@ func testRogueKill(t *testing.T, c *memberLab) {
 	wantEPERM(t, "node3 killing node1's root process as uid 0", c.post(t, "node1", "/v1/kill", kill))
 	kill.Forwarded = false
 	wantEPERM(t, "node3 asking node1 to kill its root process as uid 0", c.post(t, "node1", "/v1/kill", kill))
+	move := api.MigrateRequest{CPID: cpid, Target: "node2", UID: 0}
+	wantEPERM(t, "node3 moving node1's root process as uid 0", c.post(t, "node1", "/v1/migrate", move))
+	if got := strings.TrimSpace(c.must("exec", "node2", "--", "cat", "/cluster/proc/"+b+"/where")); got != "node1" {
+		t.Fatalf("after the rogue's move, %s runs on %q", b, got)
+	}
 	if got := c.cpidOf(t, "node1", "sleep", "1002"); got != b {
 		t.Fatalf("cpid %s is not listed (%q)", b, got)
 	}

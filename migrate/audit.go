@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -35,10 +34,11 @@ func (v *vetted) audit(root int) error {
 
 // auditLink checks what one /proc link of a restored task names.
 func (v *vetted) auditLink(link string, own map[uint64]bool) error {
-	path, err := os.Readlink(link)
-	if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
+	path, deleted, err := fileName(link)
+	if err != nil || !strings.HasPrefix(path, "/") || deleted {
 		// Pipes, sockets, anonymous inodes; a deleted file is a ghost
 		// CRIU made in the tree's own mounts (the check refuses others).
+		// A file only marked deleted (fileName) is checked.
 		return nil
 	}
 	var st unix.Statx_t

@@ -80,10 +80,10 @@ type held struct {
 // add records what the /proc link names, if it is a file on a mount not
 // the tree's own, used for access.
 func (h *held) add(link string, access int) {
-	path, err := os.Readlink(link)
+	path, deleted, err := fileName(link)
 	// Pipes, sockets and anonymous inodes have no path; a deleted file
 	// is either in the tree's own mounts or refused (CantMove).
-	if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
+	if err != nil || !strings.HasPrefix(path, "/") || deleted {
 		return
 	}
 	var st unix.Statx_t

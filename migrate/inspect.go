@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"ssi/cluster/jobns"
 )
 
@@ -48,7 +50,7 @@ func CantMove(root int) string {
 				return fmt.Sprintf("pid %d uses a terminal of the node (%s)", pid, t)
 			case strings.HasPrefix(t, "/dev/") && !harmlessDevices[t]:
 				return fmt.Sprintf("pid %d has a device open (%s)", pid, t)
-			case strings.HasPrefix(t, "/") && strings.HasSuffix(t, " (deleted)"):
+			case strings.HasPrefix(t, "/") && strings.HasSuffix(t, " (deleted)") && isDeleted(fd, t):
 				name := strings.TrimSuffix(t, " (deleted)")
 				if !ownTemp(name) {
 					return fmt.Sprintf("pid %d has a deleted file open outside its own /tmp and /dev/shm (%s)", pid, name)
@@ -62,6 +64,34 @@ func CantMove(root int) string {
 		}
 	}
 	return ""
+}
+
+// fileName is the name a /proc link (fd, exe, cwd, map_files) gives
+// its file, without the " (deleted)" the kernel adds when the name's
+// dentry is unhashed, and whether the file is really gone from it. FUSE
+// unhashes the dentry of a file whose lookup once failed (in
+// /cluster/home, during an election), so the mark alone does not say
+// the file was deleted: it was not if its name still reaches it.
+func fileName(link string) (name string, deleted bool, err error) {
+	t, err := os.Readlink(link)
+	if err != nil {
+		return "", false, err
+	}
+	name, marked := strings.CutSuffix(t, " (deleted)")
+	return name, marked && isDeleted(link, t), nil
+}
+
+// isDeleted reports whether target, what link reads and marked
+// " (deleted)", names a file gone from its name: the name, not
+// followed at its end, is not the file link holds. Only the identity is
+// compared; whoever opens the name again checks it on their own.
+func isDeleted(link, target string) bool {
+	name := strings.TrimSuffix(target, " (deleted)")
+	var held, named unix.Stat_t
+	if !strings.HasPrefix(name, "/") || unix.Stat(link, &held) != nil || unix.Lstat(name, &named) != nil {
+		return true
+	}
+	return held.Dev != named.Dev || held.Ino != named.Ino
 }
 
 // GhostLimit is the largest deleted-but-open file a move carries.

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,5 +65,52 @@ func TestCantMoveDeletedFiles(t *testing.T) {
 	}
 	if why := CantMove(holdDeleted(t, tmp, GhostLimit+1)); !strings.Contains(why, "at most 64 MiB move") {
 		t.Fatalf("a deleted file over the limit in /tmp: cantmove %q", why)
+	}
+}
+
+// A file whose name the kernel marks deleted although the name still
+// reaches it (FUSE unhashes the dentry of a file whose lookup failed
+// once) is not deleted: a move carries it. Here the mark comes from an
+// unlink undone by a link back: the descriptor reads "held (deleted)"
+// and held is the file again.
+func TestCantMoveAFileOnlyMarkedDeleted(t *testing.T) {
+	dir, err := os.MkdirTemp("/var/tmp", "ssi-inspect-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := filepath.Join(dir, "held")
+	if err := os.WriteFile(filepath.Join(dir, "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "keep"), p); err != nil {
+		t.Fatal(err)
+	}
+	pid := holdDeleted(t, dir, 0)
+	fd := fmt.Sprintf("/proc/%d/fd/3", pid)
+	if why := CantMove(pid); !strings.Contains(why, "deleted file open") {
+		t.Fatalf("while held is gone: cantmove %q", why)
+	}
+	if err := os.Link(filepath.Join(dir, "keep"), p); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := os.Readlink(fd); l != p+" (deleted)" {
+		t.Fatalf("the descriptor reads %q, want %q: the test no longer makes the mark", l, p+" (deleted)")
+	}
+	if why := CantMove(pid); why != "" {
+		t.Fatalf("a file only marked deleted: cantmove %q", why)
+	}
+	if name, deleted, err := fileName(fd); err != nil || deleted || name != p {
+		t.Fatalf("fileName: %q deleted=%v %v, want %q", name, deleted, err, p)
+	}
+	// Another file at the name is not the one held.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, deleted, _ := fileName(fd); !deleted {
+		t.Fatal("a new file at the name passes for the held one")
 	}
 }

@@ -45,6 +45,14 @@ func (t *Table) HandlePeerKill(w http.ResponseWriter, r *http.Request) {
 		api.WriteErrno(w, fmt.Errorf("%w: want {cpid, signal}", fs.ErrBadValue))
 		return
 	}
+	// The uid is the sending node's word for its user: bound to what
+	// that node may vouch for (root only on its own processes).
+	s, err := t.c.Store()
+	if err != nil {
+		api.WriteErrno(w, api.Domain(err))
+		return
+	}
+	req.UID = peer.ClaimedUID(r, t.c, s, req.CPID, req.UID)
 	t.answerKill(w, r, req)
 }
 

@@ -153,6 +153,14 @@ func (m *Mover) HandlePeer(w http.ResponseWriter, r *http.Request) {
 		api.WriteErrno(w, fmt.Errorf("%w: %v", fs.ErrBadValue, err))
 		return
 	}
+	// The uid is the sending node's word for its user: bound to what
+	// that node may vouch for (root only on its own processes).
+	s, err := m.cluster.Store()
+	if err != nil {
+		api.WriteErrno(w, api.Domain(err))
+		return
+	}
+	req.UID = uint32(peer.ClaimedUID(r, m.cluster, s, req.CPID, int(req.UID)))
 	m.serve(w, r, req)
 }
 
