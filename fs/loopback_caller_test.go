@@ -18,7 +18,7 @@ import (
 // the directory itself fails, capabilities and all; supplementary groups
 // count. Afterwards every thread of the agent is root again.
 func TestPathHomeAsCaller(t *testing.T) {
-	dir := pathOpenDir(t)
+	dir := userDir(t)
 	mnt := pathMount(t, dir)
 	bin := pathUserBin(t)
 	pathUserDir(t, dir)

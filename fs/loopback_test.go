@@ -30,18 +30,6 @@ import (
 // pathUID is the unprivileged caller of these tests.
 const pathUID = 1000
 
-// pathOpenDir is a new directory everyone can reach.
-func pathOpenDir(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	for p := d; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return d
-}
-
 // pathMount serves dir through the path backend at a new mount point.
 func pathMount(t *testing.T, dir string) string {
 	t.Helper()
@@ -52,7 +40,7 @@ func pathMount(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt := filepath.Join(pathOpenDir(t), "home")
+	mnt := filepath.Join(userDir(t), "home")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +71,7 @@ const pathCanaryText = "root's own, untouched\n"
 
 func newPathCanary(t *testing.T) *pathCanary {
 	t.Helper()
-	c := &pathCanary{dir: pathOpenDir(t)}
+	c := &pathCanary{dir: userDir(t)}
 	c.path = filepath.Join(c.dir, "canary")
 	if err := os.WriteFile(c.path, []byte(pathCanaryText), 0o644); err != nil {
 		t.Fatal(err)
@@ -135,7 +123,7 @@ func pathDirNames(t *testing.T, dir string) string {
 // pathUserBin is this test binary where the user may run it.
 func pathUserBin(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(pathOpenDir(t), "fs.test")
+	bin := filepath.Join(userDir(t), "fs.test")
 	src, err := os.Open(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +259,7 @@ func pathPlant(t *testing.T, target, name string) {
 // elsewhere meanwhile, is never followed by the backend: not for the
 // user and not for root, not to create, open, truncate, chmod or touch.
 func TestPathHomeNeverFollows(t *testing.T) {
-	dir := pathOpenDir(t)
+	dir := userDir(t)
 	mnt := pathMount(t, dir)
 	bin := pathUserBin(t)
 	c := newPathCanary(t)

@@ -124,6 +124,7 @@ func mountAt(t *testing.T, v View, o Options) string {
 // userDir is a temporary directory other users may enter: the writes
 // below are also made as uid 1000.
 func userDir(t *testing.T) string {
+	t.Helper()
 	d := t.TempDir()
 	for p := d; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
 		if err := os.Chmod(p, 0o755); err != nil {

@@ -51,8 +51,15 @@ type clusterLab struct {
 
 func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab {
 	t.Helper()
+	return newClusterLabEnv(t, name, []string{"SSI_LAB_SUBNET=" + subnet}, up...)
+}
+
+// newClusterLabEnv is newClusterLab with the lab's environment, which
+// names its subnet (SSI_LAB_SUBNET) and which its agents inherit.
+func newClusterLabEnv(t *testing.T, name string, env []string, up ...string) *clusterLab {
+	t.Helper()
 	needRoot(t)
-	c := &clusterLab{t: t, name: name, env: []string{"SSI_LAB_SUBNET=" + subnet}}
+	c := &clusterLab{t: t, name: name, env: env}
 	c.ssi("down")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -380,7 +387,7 @@ func TestRestartAll(t *testing.T) {
 	c := newClusterLab(t, "itrest", "10.213.12.0/24", "--nodes", "3")
 	c.agree("node1", three, 5*time.Second)
 	c.must("exec", "node2", "--", ssiBin, "debug", "admin", "block", "1")
-	c.must("exec", "node1", "--", ssiBin, "debug", "admin", "--node", "node3", "stay", "1")
+	c.must("exec", "node3", "--", ssiBin, "debug", "admin", "stay", "1")
 	before, _ := c.status("node1")
 	for _, n := range three {
 		c.must("kill", n)
@@ -484,18 +491,9 @@ func TestPartition(t *testing.T) {
 // voter dies the leader promotes it, and removes the dead node once it
 // has been gone longer than cluster.remove_after.
 func TestVotersAndRemoval(t *testing.T) {
-	needRoot(t)
-	c := &clusterLab{t: t, name: "itvote", env: []string{"SSI_LAB_SUBNET=10.213.15.0/24",
+	c := newClusterLabEnv(t, "itvote", []string{"SSI_LAB_SUBNET=10.213.15.0/24",
 		// Agents inherit the lab's environment.
-		"SSI_CLUSTER_REMOVE_AFTER=5s"}}
-	c.ssi("down")
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTails()
-		}
-		c.ssi("down")
-	})
-	c.must("up", "--nodes", "4")
+		"SSI_CLUSTER_REMOVE_AFTER=5s"}, "--nodes", "4")
 	four := []string{"node1", "node2", "node3", "node4"}
 	ns := c.agree("node2", four, 10*time.Second)
 	if !ns[0].Voter || !ns[1].Voter || !ns[2].Voter || ns[3].Voter {

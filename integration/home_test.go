@@ -131,12 +131,9 @@ func testHomeNoQuorum(t *testing.T, lab *clusterLab) {
 // writes; a node killed while another writes loses no acknowledged write.
 func TestHomeLimitsAndCrash(t *testing.T) {
 	needRoot(t)
-	c := &clusterLab{t: t, name: "itcrash", env: []string{"SSI_LAB_SUBNET=10.213.18.0/24",
+	c := newClusterLabEnv(t, "itcrash", []string{"SSI_LAB_SUBNET=10.213.18.0/24",
 		// Agents inherit the lab's environment; node1 records the limits.
-		"SSI_HOME_MAX_FILE_SIZE=1048576", "SSI_HOME_QUOTA=3145728"}}
-	c.ssi("down")
-	t.Cleanup(func() { c.ssi("down") })
-	c.must("up", "--nodes", "3")
+		"SSI_HOME_MAX_FILE_SIZE=1048576", "SSI_HOME_QUOTA=3145728"}, "--nodes", "3")
 	c.agree("node1", three, 5*time.Second)
 
 	r := c.ssi("exec", "node2", "--", "dd", "if=/dev/zero", "of=/cluster/home/toobig", "bs=512K", "count=3")
@@ -201,11 +198,8 @@ func TestHomePathBackend(t *testing.T) {
 	if err := os.Chmod(shared, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	c := &clusterLab{t: t, name: "itpath", env: []string{"SSI_LAB_SUBNET=10.213.19.0/24",
-		"SSI_HOME_BACKEND=path", "SSI_HOME_PATH=" + shared}}
-	c.ssi("down")
-	t.Cleanup(func() { c.ssi("down") })
-	c.must("up", "--nodes", "3")
+	c := newClusterLabEnv(t, "itpath", []string{"SSI_LAB_SUBNET=10.213.19.0/24",
+		"SSI_HOME_BACKEND=path", "SSI_HOME_PATH=" + shared}, "--nodes", "3")
 	c.must("exec", "node1", "--", "sh", "-c", "echo hi > /cluster/home/a")
 	if got := c.must("exec", "node2", "--", "cat", "/cluster/home/a"); got != "hi\n" {
 		t.Fatalf("node2 reads %q", got)

@@ -184,18 +184,9 @@ func (c *certLab) logHas(node string, parts ...string) bool {
 // of 20 s renew under a migration loop without failing a move; a
 // removed node's certificate is refused everywhere within 5 s.
 func TestCertificates(t *testing.T) {
-	needRoot(t)
-	c := &certLab{clusterLab: &clusterLab{t: t, name: "itseccrt", env: []string{"SSI_LAB_SUBNET=10.213.83.0/24",
+	c := &certLab{clusterLab: newClusterLabEnv(t, "itseccrt", []string{"SSI_LAB_SUBNET=10.213.83.0/24",
 		// Agents inherit the lab's environment.
-		"SSI_CLUSTER_REMOVE_AFTER=5s", "SSI_CLUSTER_CERT_LIFETIME=20s"}}}
-	c.ssi("down")
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTails()
-		}
-		c.ssi("down")
-	})
-	c.must("up", "--nodes", "4")
+		"SSI_CLUSTER_REMOVE_AFTER=5s", "SSI_CLUSTER_CERT_LIFETIME=20s"}, "--nodes", "4")}
 	four := []string{"node1", "node2", "node3", "node4"}
 	ns := c.agree("node2", four, 20*time.Second)
 	if !ns[0].Voter || !ns[1].Voter || !ns[2].Voter || ns[3].Voter {

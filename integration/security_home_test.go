@@ -206,16 +206,8 @@ func TestSecurityHomeSymlinkRace(t *testing.T) {
 	needRoot(t)
 	shared, own := sharedHome(t)
 	canary := newHomeCanary(t)
-	c := &clusterLab{t: t, name: "itsechm", env: []string{"SSI_LAB_SUBNET=10.213.81.0/24",
-		"SSI_HOME_BACKEND=path", "SSI_HOME_PATH=" + shared}}
-	c.ssi("down")
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTails()
-		}
-		c.ssi("down")
-	})
-	c.must("up", "--nodes", "2")
+	c := newClusterLabEnv(t, "itsechm", []string{"SSI_LAB_SUBNET=10.213.81.0/24",
+		"SSI_HOME_BACKEND=path", "SSI_HOME_PATH=" + shared}, "--nodes", "2")
 	u := asUser{1000, "-uid1000"}
 
 	// Without the attack: the user's file, written on node1, is the

@@ -33,15 +33,7 @@ func TestSecurityMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	needRoot(t)
-	c := &clusterLab{t: t, name: "itsecmv", env: []string{"SSI_LAB_SUBNET=10.213.80.0/24", "SSI_PAUSE_RESTORE=" + release}}
-	c.ssi("down")
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTails()
-		}
-		c.ssi("down")
-	})
-	c.must("up", "--nodes", "2")
+	c := newClusterLabEnv(t, "itsecmv", []string{"SSI_LAB_SUBNET=10.213.80.0/24", "SSI_PAUSE_RESTORE=" + release}, "--nodes", "2")
 	two := []string{"node1", "node2"}
 	c.agree("node1", two, 30*time.Second)
 	s := &secLab{migLab: &migLab{clusterLab: c, dir: dir}, u: asUser{1000, "-uid1000"}, release: release}

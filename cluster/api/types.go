@@ -50,7 +50,8 @@ type Health struct {
 	Uptime string `json:"uptime"`
 }
 
-// AdminRequest sets one of a node's admin switches.
+// AdminRequest sets one of this node's admin switches. Node, if set,
+// must be this node: a node's root sets only its own (the trust model).
 type AdminRequest struct {
 	Node   string `json:"node"`
 	Switch string `json:"switch"`

@@ -103,14 +103,14 @@ func (l *Lab) Token() string { return l.token }
 // root's only: the token admits a machine to the lab's cluster, and the
 // record says how the lab's agents run.
 func (l *Lab) writeRecord() error {
-	if err := writePrivate(l.tokenFile(), []byte(l.token+"\n")); err != nil {
+	if err := transport.WriteSecretFile(l.tokenFile(), []byte(l.token+"\n")); err != nil {
 		return fmt.Errorf("lab token: %w", err)
 	}
 	b, _ := json.MarshalIndent(record{
 		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuota: l.opts.CPUQuota,
 		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs,
 	}, "", "  ")
-	return writePrivate(l.recordFile(), append(b, '\n'))
+	return transport.WriteSecretFile(l.recordFile(), append(b, '\n'))
 }
 
 // Up builds the lab, or completes it: nodes that are whole are kept (and
@@ -178,7 +178,7 @@ func (l *Lab) ensureNode(ctx context.Context, k int) error {
 	}
 	// A lab made by an older version kept its token in lab.json only.
 	if _, err := os.Stat(l.tokenFile()); errors.Is(err, os.ErrNotExist) && l.token != "" {
-		if err := writePrivate(l.tokenFile(), []byte(l.token+"\n")); err != nil {
+		if err := transport.WriteSecretFile(l.tokenFile(), []byte(l.token+"\n")); err != nil {
 			return err
 		}
 	}

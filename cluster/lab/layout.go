@@ -115,21 +115,3 @@ func (ly *layout) readToken() (string, error) {
 	}
 	return strings.TrimSpace(string(b)), err
 }
-
-// writePrivate writes data to path readable by root only, even if the
-// file existed with another mode: the lab's files that hold a secret.
-func writePrivate(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}

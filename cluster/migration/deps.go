@@ -28,12 +28,17 @@ type Checkpointer interface {
 type Host interface {
 	// Describe is what the destination must know of the tree rooted at
 	// pid before anything stops: who it runs as, the node mounts in its
-	// mount namespace, the files it has open outside /cluster.
+	// mount namespace, the files it holds outside its own mounts.
 	Describe(pid int) (Tree, error)
 	// CheckArrival says why this node cannot take a process described
-	// by hdr ("" if it can): mounts it lacks, files missing, its job
-	// init.
+	// by hdr ("" if it can): mounts it lacks, files its owner cannot
+	// open here as they were (migrate.CheckFiles), its job init. It is
+	// the early answer; the restore checks the files again (FileCheck).
 	CheckArrival(hdr wire.StreamHeader) string
+	// FileCheck is how a restore here checks the files of uid's
+	// arriving process before CRIU, which runs as root, reopens them
+	// (migrate.FileCheck); nil checks nothing (a test's host).
+	FileCheck(uid uint32) *migrate.FileCheck
 	// FDKey is CRIU's name of a pipe of pid's (migrate.FDKey).
 	FDKey(pid, fd int) string
 	// Signal sends sig to every process of the tree rooted at pid.

@@ -178,22 +178,9 @@ func (in *moveIn) restore(ctx context.Context) (int, *os.Process, bool) {
 	return r.Pid, proc, true
 }
 
-// fileChecker is a Host that says how the files of arriving processes
-// are checked (NodeHost does): CRIU restores as root, so every file the
-// images name is opened first with the owner's rights (migrate.FileCheck).
-type fileChecker interface {
-	FileCheck(uid uint32) *migrate.FileCheck
-}
-
-var _ fileChecker = (*NodeHost)(nil)
-
 // fileCheck is how the restore checks the process's files: as its owner
 // in the agreed state (not as the source says), caught up with above.
 func (in *moveIn) fileCheck() (*migrate.FileCheck, error) {
-	fc, ok := in.m.host.(fileChecker)
-	if !ok {
-		return nil, nil
-	}
 	s, err := in.m.cluster.Store()
 	if err != nil {
 		return nil, err
@@ -202,7 +189,7 @@ func (in *moveIn) fileCheck() (*migrate.FileCheck, error) {
 	if !ok || p.UID < 0 || p.UID != in.hdr.UID {
 		return nil, fmt.Errorf("process %d: its owner in the agreed state is not uid %d", in.hdr.CPID, in.hdr.UID)
 	}
-	return fc.FileCheck(uint32(p.UID)), nil
+	return in.m.host.FileCheck(uint32(p.UID)), nil
 }
 
 // pipes makes the pipes an attached process gets back: CRIU hands the

@@ -232,6 +232,8 @@ func (h *fakeHost) Describe(pid int) (migration.Tree, error) {
 
 func (h *fakeHost) CheckArrival(hdr wire.StreamHeader) string { return h.refuse }
 
+func (h *fakeHost) FileCheck(uint32) *migrate.FileCheck { return nil }
+
 func (h *fakeHost) FDKey(pid, fd int) string { return fmt.Sprintf("pipe:[%d]", pid*10+fd) }
 
 func (h *fakeHost) Signal(pid int, sig os.Signal) { h.h.signal(pid, sig.(syscall.Signal)) }

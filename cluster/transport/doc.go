@@ -25,7 +25,9 @@
 // while open connections go on. Every handshake refuses a peer whose CN
 // is not a node name and one that Identity.SetRefuse rejects: the agent
 // refuses the serials the agreed state has revoked (ErrRevoked), and a
-// removed node's certificates are revoked with it.
+// removed node's certificates are revoked with it; the connections such
+// a certificate opened before are closed (Mux.Drop), so a revocation
+// takes effect at once, not at the next handshake.
 // Raft, RPC and migration connections are mutually authenticated: the
 // server requires a client chain to the cluster CA and the dialer checks
 // the server's chain against the same CA. Nodes are addressed by IP, so

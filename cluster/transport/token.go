@@ -139,3 +139,23 @@ func ReadTokenFile(path string) (string, error) {
 	}
 	return tok, nil
 }
+
+// WriteSecretFile writes data to path readable by its owner only, even
+// if the file existed with another mode (ReadTokenFile refuses any
+// other): a join token or a record that holds one. It writes in place,
+// not by rename, so a path like /dev/stdout stays what it is.
+func WriteSecretFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

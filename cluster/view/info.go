@@ -2,6 +2,7 @@ package view
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os/user"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"ssi/cluster/api"
+	"ssi/fs"
 	"ssi/raftstore"
 )
 
@@ -94,6 +96,12 @@ func (v *View) HandleAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Node == "" {
 		req.Node = v.node
+	}
+	if req.Node != v.node {
+		// The leader would apply it for itself; another node's switches
+		// are set by its own root, as /apply insists (peer.Authorize).
+		api.WriteErrno(w, fmt.Errorf("%w: %s sets only its own switches: set %s's there", fs.ErrPermission, v.node, req.Node))
+		return
 	}
 	if _, err := v.c.Apply(r.Context(), raftstore.AdminSet{Node: req.Node, Switch: req.Switch, Value: req.Value}); err != nil {
 		api.WriteError(w, http.StatusConflict, err)

@@ -208,3 +208,29 @@ func TestHandleProcsAsThePeer(t *testing.T) {
 		t.Fatalf("root sees %v", got)
 	}
 }
+
+// A node's root sets only its own node's switches: node1, which leads
+// here and would apply anything, refuses node2's with EPERM and leaves
+// them be; its own it sets.
+func TestHandleAdminOnlyThisNode(t *testing.T) {
+	v, s, _, _ := setup(t)
+	ask := func(req api.AdminRequest) *httptest.ResponseRecorder {
+		b, _ := json.Marshal(req)
+		rec := httptest.NewRecorder()
+		v.HandleAdmin(rec, httptest.NewRequest("POST", "/v1/admin", strings.NewReader(string(b))))
+		return rec
+	}
+	rec := ask(api.AdminRequest{Node: "node2", Switch: "block", Value: true})
+	if err := api.ReadError(rec.Result()); fs.ErrnoName(err) != "EPERM" {
+		t.Fatalf("node2's switch set on node1: %d %s (%v)", rec.Code, rec.Body, err)
+	}
+	if n, _ := s.Node("node2"); n.Admin.Block {
+		t.Fatal("node2 blocks")
+	}
+	if rec := ask(api.AdminRequest{Switch: "block", Value: true}); rec.Code != http.StatusOK {
+		t.Fatalf("node1's own switch: %d %s", rec.Code, rec.Body)
+	}
+	if n, _ := s.Node("node1"); !n.Admin.Block {
+		t.Fatal("node1 does not block")
+	}
+}

@@ -177,8 +177,12 @@ type StreamHeader struct {
 	// CRIU keys of stdin, stdout, stderr and, for a process with a
 	// terminal, its window size pipe ("" otherwise).
 	Pipes [4]string `json:"pipes,omitzero"`
-	// Files the tree has open or mapped outside /cluster: the destination
-	// checks it has them (same size) before anything stops.
+	// Files the tree has open or mapped outside its own mounts (its /tmp
+	// and /dev/shm travel in the images), /cluster's included: the
+	// destination checks, as the owner, that it has each one (no link
+	// in the path, same kind, same size if only read, same inode under
+	// /cluster) before anything stops, and CRIU gets them from it
+	// (migrate.CheckFiles).
 	Files []migrate.FileRef `json:"files,omitempty"`
 	// PageServer: the source would stream pages during its dump.
 	PageServer bool `json:"page_server,omitempty"`

@@ -211,11 +211,10 @@ func newDebugRaftBenchCmd() *cobra.Command {
 // newDebugAdminCmd sets an admin switch through the agent, until
 // /cluster/admin lands.
 func newDebugAdminCmd() *cobra.Command {
-	var node string
 	cmd := &cobra.Command{
 		Use:     "admin SWITCH 0|1",
-		Short:   "Set an admin switch (block, bring, expel, stay) of a node",
-		Example: "  ssi debug admin block 1\n  ssi debug admin --node node2 stay 0",
+		Short:   "Set an admin switch (block, bring, expel, stay) of this node",
+		Example: "  ssi debug admin block 1\n  ssi debug admin stay 0",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[1] != "0" && args[1] != "1" {
@@ -226,10 +225,9 @@ func newDebugAdminCmd() *cobra.Command {
 				return err
 			}
 			return api.NewClient(cfg.Socket).SetAdmin(cmd.Context(),
-				api.AdminRequest{Node: node, Switch: args[0], Value: args[1] == "1"})
+				api.AdminRequest{Switch: args[0], Value: args[1] == "1"})
 		},
 	}
-	cmd.Flags().StringVar(&node, "node", "", "node (default: this one)")
 	return cmd
 }
 

@@ -82,7 +82,7 @@ not exist yet, and the first of them forms the cluster with it.`,
 				return err
 			}
 			if out != "" {
-				return writeSecret(out, t+"\n")
+				return transport.WriteSecretFile(out, []byte(t+"\n"))
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), t)
 			return nil
@@ -93,24 +93,6 @@ not exist yet, and the first of them forms the cluster with it.`,
 	create.Flags().IntVar(&uses, "uses", 0, "how many joins it admits (default: any number)")
 	create.Flags().StringVar(&out, "out", "", "write the token to this file (mode 0600) instead of printing it")
 	return create
-}
-
-// writeSecret writes s to path, readable by its owner only, even if the
-// file existed with another mode.
-func writeSecret(path, s string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.WriteString(s); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func newTokenListCmd() *cobra.Command {
