@@ -59,20 +59,24 @@ if [ "$got" != "hello from node1" ]; then
   exit 1
 fi
 
-step "start a counter on node1 as a cluster process (ssi run -d)"
+step "start a counter on node1 as a cluster process of uid 1000 (ssi run -d)"
+# A shell user, not root: what ssi's users are.
+as_user=(setpriv --reuid 1000 --regid 1000 --clear-groups env PATH=/usr/bin:/bin)
 counter="$work/counter.txt"
 script="$work/counter.sh"
 printf '#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo $i >> %s; sleep 0.1; done\n' "$counter" > "$script"
+touch "$counter"
+chown 1000:1000 "$counter"
 chmod 755 "$work" "$script"
-echo "\$ ssi lab exec node1 -- ssi run -d -- $script"
-cpid=$("$SSI" lab exec node1 -- "$SSI" run -d -- "$script")
+echo "\$ ssi lab exec node1 -- setpriv --reuid 1000 ... ssi run -d -- $script"
+cpid=$("$SSI" lab exec node1 -- "${as_user[@]}" "$SSI" run -d -- "$script")
 echo "cpid $cpid"
 until_ok 30 "the counter to start" sh -c "[ \$(cat '$counter' 2>/dev/null | wc -l) -ge 10 ]"
 echo "counter at $(tail -1 "$counter")"
 
-step "move it: echo node2 > /cluster/proc/$cpid/where (written on node3)"
-echo "\$ ssi lab exec node3 -- sh -c 'echo node2 > /cluster/proc/$cpid/where'"
-"$SSI" lab exec node3 -- sh -c "echo node2 > /cluster/proc/$cpid/where"
+step "move it: echo node2 > /cluster/proc/$cpid/where (written on node3, by uid 1000)"
+echo "\$ ssi lab exec node3 -- setpriv --reuid 1000 ... sh -c 'echo node2 > /cluster/proc/$cpid/where'"
+"$SSI" lab exec node3 -- "${as_user[@]}" sh -c "echo node2 > /cluster/proc/$cpid/where"
 at=$(tail -1 "$counter")
 for n in node1 node2 node3; do echo "where on $n: $("$SSI" lab exec $n -- cat /cluster/proc/$cpid/where)"; done
 until_ok 30 "the counter to go on on node2" sh -c "[ \$(tail -1 '$counter') -ge $((at + 10)) ]"
@@ -82,6 +86,6 @@ echo "lines: $(wc -l < "$counter"), times it started from 1: $restarts"
 echo "\$ ssi ps; ssi migrations"
 "$SSI" lab exec node1 -- "$SSI" ps
 "$SSI" lab exec node1 -- "$SSI" migrations
-"$SSI" lab exec node1 -- "$SSI" kill -s KILL "$cpid"
+"$SSI" lab exec node1 -- "${as_user[@]}" "$SSI" kill -s KILL "$cpid"
 
 step "done: the process moved from node1 to node2 with its memory"
