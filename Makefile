@@ -48,6 +48,7 @@ demo: setup
 bench: setup
 	bash integration/bench.sh
 	bash integration/bench-migrate.sh
+	bash integration/bench-balance.sh
 
 clean:
 	rm -rf bin

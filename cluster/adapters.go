@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
+	"ssi/cluster/api"
+	"ssi/cluster/balance"
 	"ssi/cluster/jobs"
 	"ssi/cluster/migration"
 	"ssi/cluster/peer"
-	"ssi/cluster/placement"
 	"ssi/cluster/stdio"
 	"ssi/cluster/transport"
 	"ssi/raftstore"
@@ -92,54 +94,25 @@ func (a *Agent) listed(cpid int) (bool, *int) {
 	return false, e.ExitCode
 }
 
-// snapshot is the placement policy's view of the nodes: the agreed ones
-// joined with their load.
-func (a *Agent) snapshot(s *raftstore.Store) []placement.Node {
-	var out []placement.Node
-	for _, n := range a.view.NodeInfos(s) {
-		node, _ := s.Node(n.Name)
-		out = append(out, placement.Node{Name: n.Name, Up: n.State == string(raftstore.NodeUp),
-			Block: node.Admin.Block, CPUs: n.CPUs, Load: n.Load})
-	}
-	return out
-}
-
-// placeBalance is "balance" as a target: the least-loaded node.
+// placeBalance is "balance" as a target: where the balancer's policy
+// would run a busy process best (balance.Best).
 func (a *Agent) placeBalance(s *raftstore.Store, current string) string {
-	return placement.LeastLoaded(a.snapshot(s), current)
+	nodes, _ := balance.Snapshot(a.cfg.NodeName, s, a.tel, time.Now())
+	return balance.Best(nodes, current, 1, a.cfg.Balance)
 }
 
-// adminLoop carries out this node's admin switches (placement.AdminMoves)
-// once a second. A failed move is retried on the next round.
-func (a *Agent) adminLoop(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s, err := a.peer.Store()
-		if err != nil {
-			continue
-		}
-		me, _ := s.Node(a.cfg.NodeName)
-		var procs []placement.Proc
-		for _, p := range s.Procs() {
-			procs = append(procs, placement.Proc{CPID: p.CPID, Node: p.Node, Home: p.Home, Lock: p.Lock,
-				Running: p.State == raftstore.ProcRunning})
-		}
-		sw := placement.Switches{Bring: me.Admin.Bring, Expel: me.Admin.Expel}
-		for _, mv := range placement.AdminMoves(a.cfg.NodeName, sw, procs) {
-			mctx, cancel := context.WithTimeout(ctx, migration.Timeout)
-			err := a.mover.Migrate(mctx, mv.CPID, "home", 0)
-			cancel()
-			if err != nil {
-				a.log.Debug("admin switch: moving home", "cpid", mv.CPID, "err", err)
-			} else {
-				a.log.Info("admin switch: moved home", "cpid", mv.CPID, "bring", mv.Bring, "expel", mv.Expel)
-			}
-		}
-	}
+// setBlock sets this node's block switch.
+func (a *Agent) setBlock(ctx context.Context, on bool) error {
+	_, err := a.peer.Apply(ctx, raftstore.AdminSet{Node: a.cfg.NodeName, Switch: raftstore.SwitchBlock, Value: on})
+	return api.Domain(err)
+}
+
+// balanceAgreed is the balancer's view of the agreed state.
+func (a *Agent) balanceAgreed() (balance.Agreed, error) { return a.peer.Store() }
+
+// explainVisible lets root see every record of the balancer and others
+// their own, or all unless fs.hide_other_users.
+func (a *Agent) explainVisible(r *http.Request, uid int) bool {
+	caller, _, ok := api.PeerCred(api.ConnOf(r))
+	return ok && (caller == 0 || !a.cfg.HideOtherUsers || int(caller) == uid)
 }

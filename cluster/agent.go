@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/balance"
 	"ssi/cluster/home"
 	"ssi/cluster/jobs"
 	"ssi/cluster/membership"
@@ -67,6 +68,10 @@ type Config struct {
 	// JobsMaxPerUser is how many cluster processes one uid other than
 	// root may have at once (jobs.Config.MaxPerUser); 0: no limit.
 	JobsMaxPerUser int
+	// Balance is the balancer's policy; BalanceOff leaves automatic
+	// moves out (balance.enabled false).
+	Balance    balance.Config
+	BalanceOff bool
 }
 
 // Agent is one node's daemon: its subsystems, wired together.
@@ -84,6 +89,7 @@ type Agent struct {
 	sessions *stdio.Sessions
 	jobs     *jobs.Table
 	mover    *migration.Mover
+	balancer *balance.Loop
 	view     *view.View
 	metrics  *metrics
 	mount    atomic.Pointer[fs.Mounted] // nil without /cluster
@@ -125,6 +131,9 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.mover = migration.New(migration.Config{Node: cfg.NodeName, WorkDir: cfg.CRIUWorkDir, Mountpoint: cfg.Mountpoint},
 		criu, host, moveCluster{a.peer}, moveJobs{a.jobs, log}, a.placeBalance, cfg.MoveHooks, log.With("component", "migration"))
 	a.metrics.reg.MustRegister(a.mover.Collectors()...)
+	a.balancer = &balance.Loop{Node: cfg.NodeName, Interval: cfg.Membership.TelemetryInterval, Policy: cfg.Balance,
+		Agreed: a.balanceAgreed, Samples: a.tel, Mover: a.mover, Log: log.With("component", "balance"), Off: cfg.BalanceOff,
+		SetBlock: a.setBlock}
 	a.view = view.New(cfg.NodeName, a.peer, a.tel, a.mover, view.Options{HideOtherUsers: cfg.HideOtherUsers})
 	return a, nil
 }
@@ -200,7 +209,7 @@ func (a *Agent) runLoops(ctx context.Context, wg *sync.WaitGroup, formed bool) {
 		Peers: a.peer, Procs: a.jobs.Samples}
 	for _, loop := range []func(context.Context){
 		func(ctx context.Context) { a.jobs.Adopt(ctx, a.mover) },
-		a.adminLoop,
+		a.balancer.Run,
 		func(ctx context.Context) { a.members.Announce(ctx, formed) },
 		pusher.Run,
 		a.members.LeaderLoop,

@@ -94,7 +94,7 @@ var layers = map[string]int{
 	"ssi/cluster/stdio":     3,
 	"ssi/cluster/jobs":      4,
 	"ssi/cluster/migration": 5,
-	"ssi/cluster/view":      6, "ssi/cluster/home": 6, "ssi/cluster/placement": 6, "ssi/cluster/membership": 6,
+	"ssi/cluster/view":      6, "ssi/cluster/home": 6, "ssi/cluster/balance": 6, "ssi/cluster/membership": 6,
 	"ssi/cluster": 7,
 }
 

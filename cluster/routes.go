@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/balance"
 	"ssi/cluster/membership"
 	"ssi/cluster/peer"
 	"ssi/cluster/transport"
@@ -36,6 +37,8 @@ func (a *Agent) localHandler() http.Handler {
 	m.HandleFunc("POST /v1/kill", a.jobs.HandleKill)
 	m.HandleFunc("GET /v1/wait", a.jobs.HandleWait)
 	m.HandleFunc("GET /v1/migrations", fresh(a.view.HandleMoves))
+	m.HandleFunc("GET "+balance.ExplainPath, a.balancer.HandleLocal(a.peer, a.explainVisible))
+	m.HandleFunc("POST /v1/drain", api.RootOnly(a.balancer.HandleDrain))
 	m.Handle("GET /metrics", a.metrics.handler())
 	m.HandleFunc("POST /v1/debug/raftbench", api.RootOnly(a.handleRaftBench))
 	m.HandleFunc("POST /v1/debug/barrier", api.RootOnly(a.handleBarrierSwitch))
@@ -57,6 +60,7 @@ func (a *Agent) peerHandler() http.Handler {
 	m.HandleFunc("POST /v1/applied", a.peer.HandleApplied)
 	m.HandleFunc("POST /v1/migrate", a.mover.HandlePeer)
 	m.HandleFunc("POST /v1/kill", a.jobs.HandlePeerKill)
+	m.HandleFunc("POST "+balance.ExplainPath, a.balancer.HandlePeer)
 	return m
 }
 

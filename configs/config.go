@@ -35,6 +35,16 @@ type Config struct {
 	Lab           LabConfig       `mapstructure:"lab"`
 	Home          HomeConfig      `mapstructure:"home"`
 	Jobs          JobsConfig      `mapstructure:"jobs"`
+	Balance       BalanceConfig   `mapstructure:"balance"`
+}
+
+// BalanceConfig is the balancer's policy (cluster/balance).
+type BalanceConfig struct {
+	Enabled    bool          `mapstructure:"enabled"`
+	Margin     float64       `mapstructure:"margin"`
+	CostFactor float64       `mapstructure:"cost_factor"`
+	Cooldown   time.Duration `mapstructure:"cooldown"`
+	MemLow     float64       `mapstructure:"mem_low"`
 }
 
 // JobsConfig bounds what one user may ask of the cluster.
@@ -48,6 +58,9 @@ type NodeConfig struct {
 	BindAddr      string `mapstructure:"bind_addr"`
 	AdvertiseAddr string `mapstructure:"advertise_addr"`
 	Port          int    `mapstructure:"port"`
+	// Speed is one of the node's CPUs against the reference CPU
+	// (telemetry.SpeedUnit = 10000); 0: measured at start.
+	Speed int `mapstructure:"speed"`
 }
 
 // HomeConfig sets the shared home's limits; the cluster's first node
@@ -118,6 +131,7 @@ var Keys = []Key{
 	{"node.bind_addr", "0.0.0.0", "address the cluster port listens on"},
 	{"node.advertise_addr", "", "address other nodes use to reach this one; empty means the first non-loopback address"},
 	{"node.port", 7700, "the cluster port (node-to-node traffic)"},
+	{"node.speed", 0, "one CPU's speed against the reference CPU's 10000 (openMosix's units); 0: measured at start"},
 	{"join_token", "", "secret that lets this agent join (ssi token create); empty: join nobody, form a cluster"},
 	{"join_token_file", "", "file (mode 0600) holding the join token; keeps the secret off command lines"},
 	{"join", []string{}, "addresses (host:port) of members to join, besides those found by discovery"},
@@ -132,6 +146,11 @@ var Keys = []Key{
 	{"cluster.cert_lifetime", 30 * 24 * time.Hour, "lifetime of node certificates; each renews itself at two thirds of it"},
 	{"cluster.token_ttl", 24 * time.Hour, "how long a join token is valid unless ssi token create --ttl says otherwise"},
 	{"jobs.max_per_user", 1024, "cluster processes one uid may have at once (EAGAIN beyond); 0: no limit"},
+	{"balance.enabled", true, "move processes by themselves to where they run soonest, and away from a node short of memory"},
+	{"balance.margin", 0.1, "how much sooner (a fraction) a process must run elsewhere to be moved there; an even load never moves"},
+	{"balance.cost_factor", 2.0, "a process moves for load once it used this many times its move's cost in CPU"},
+	{"balance.cooldown", 20 * time.Second, "a process that moved less than this ago does not move again for load"},
+	{"balance.mem_low", 0.1, "free memory fraction under which a node sends a process away"},
 	{"data_dir", "/var/lib/ssi", "the agent's state directory"},
 	{"socket", "/run/ssi/agent.sock", "unix socket on which the agent serves local commands"},
 	{"log_level", "info", "debug, info, warn or error"},
@@ -253,6 +272,12 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Node.Port < 1 || c.Node.Port > 65535 {
 		errs = append(errs, fmt.Errorf("node.port %d: not a port number", c.Node.Port))
+	}
+	if b := c.Balance; b.Margin < 0 || b.Margin >= 1 || b.MemLow < 0 || b.MemLow >= 0.5 || b.CostFactor < 0 || b.Cooldown < 0 {
+		errs = append(errs, fmt.Errorf("balance: margin and mem_low want [0,1) and [0,0.5), cost_factor and cooldown 0 or more"))
+	}
+	if c.Node.Speed < 0 {
+		errs = append(errs, fmt.Errorf("node.speed %d: want 0 (measure) or more", c.Node.Speed))
 	}
 	if _, err := netip.ParseAddr(c.Node.BindAddr); err != nil {
 		errs = append(errs, fmt.Errorf("node.bind_addr %q: not an IP address", c.Node.BindAddr))

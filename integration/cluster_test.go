@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,10 +56,16 @@ func newClusterLab(t *testing.T, name, subnet string, up ...string) *clusterLab 
 }
 
 // newClusterLabEnv is newClusterLab with the lab's environment, which
-// names its subnet (SSI_LAB_SUBNET) and which its agents inherit.
+// names its subnet (SSI_LAB_SUBNET) and which its agents inherit. The
+// balancer is off unless env turns it on: a test that moves processes
+// itself must find them where it put them (the balancer's own tests
+// turn it on).
 func newClusterLabEnv(t *testing.T, name string, env []string, up ...string) *clusterLab {
 	t.Helper()
 	needRoot(t)
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "SSI_BALANCE_ENABLED=") }) {
+		env = append(slices.Clone(env), "SSI_BALANCE_ENABLED=false")
+	}
 	c := &clusterLab{t: t, name: name, env: env}
 	c.ssi("down")
 	t.Cleanup(func() {

@@ -69,9 +69,11 @@ func CantMove(root int) string {
 // fileName is the name a /proc link (fd, exe, cwd, map_files) gives
 // its file, without the " (deleted)" the kernel adds when the name's
 // dentry is unhashed, and whether the file is really gone from it. FUSE
-// unhashes the dentry of a file whose lookup once failed (in
-// /cluster/home, during an election), so the mark alone does not say
-// the file was deleted: it was not if its name still reaches it.
+// unhashes a dentry whose revalidation fails or finds the inode changed,
+// and CI saw a /cluster/home file held open marked so after agent
+// restarts without anyone deleting it (the cause is not found yet), so
+// the mark alone does not say the file was deleted: it was not if its
+// name still reaches it.
 func fileName(link string) (name string, deleted bool, err error) {
 	t, err := os.Readlink(link)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Tree returns root and every descendant of it, parents before children.
@@ -89,4 +90,27 @@ func ReadStat(pid int) (Stat, bool) {
 	}
 	num := func(k int) uint64 { v, _ := strconv.ParseUint(f[k], 10, 64); return v }
 	return Stat{Ticks: num(11) + num(12), RSS: num(21) * uint64(os.Getpagesize()), Start: num(19)}, true
+}
+
+// Runnable is how long pid's threads have been runnable, running or
+// waiting for a CPU (/proc/PID/task/*/schedstat), which includes the
+// time a CPU quota held them back: over an interval, the CPUs' worth
+// the process would use if nothing did. 0 if the process is gone.
+func Runnable(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		run, _ := strconv.ParseUint(f[0], 10, 64)
+		wait, _ := strconv.ParseUint(f[1], 10, 64)
+		sum += time.Duration(run + wait)
+	}
+	return sum
 }

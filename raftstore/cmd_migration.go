@@ -16,6 +16,10 @@ type MigrationStart struct {
 	To        string    `json:"to"`
 	StartedAt time.Time `json:"started_at"`
 	Phase     string    `json:"phase,omitempty"`
+	// Exclusive refuses the start (ErrBusy) while another move to To is
+	// under way: the balancer's reservation, so that nodes deciding at
+	// once never pour work onto the same idle node together.
+	Exclusive bool `json:"exclusive,omitempty"`
 }
 
 // MigrationPhase records the progress of a migration (free text chosen by
@@ -89,6 +93,9 @@ func checkMigrationStart(s *state, c MigrationStart, p *Proc, from string) error
 	for _, m := range s.migrations {
 		if m.ID == c.ID {
 			return fmt.Errorf("migration start %d: id %s in use: %w", c.CPID, c.ID, ErrExists)
+		}
+		if c.Exclusive && m.To == c.To {
+			return fmt.Errorf("migration start %d: %s is taking process %d: %w", c.CPID, c.To, m.CPID, ErrBusy)
 		}
 	}
 	return nil

@@ -254,6 +254,14 @@ func TestFSMMigrations(t *testing.T) {
 		{name: "unknown destination", setup: setup, cmd: MigrationStart{ID: "m1", CPID: 7, To: "n3"}, wantErr: ErrNotFound},
 		{name: "wrong source", setup: setup, cmd: MigrationStart{ID: "m1", CPID: 7, From: "n2", To: "n2"}, wantErr: ErrInvalid},
 		{name: "to itself", setup: setup, cmd: MigrationStart{ID: "m1", CPID: 7, To: "n1"}, wantErr: ErrInvalid},
+		// The balancer's reservation: one exclusive arrival at a time per
+		// node; a plain move is not held back, and n1 may still take one.
+		{name: "exclusive while another arrives", setup: append(append([]Command{}, started...), ProcAdd{CPID: 8, Home: "n1", StartedAt: t0}),
+			cmd: MigrationStart{ID: "m2", CPID: 8, To: "n2", Exclusive: true}, wantErr: ErrBusy},
+		{name: "plain while another arrives", setup: append(append([]Command{}, started...), ProcAdd{CPID: 8, Home: "n1", StartedAt: t0}),
+			cmd: MigrationStart{ID: "m2", CPID: 8, To: "n2"}},
+		{name: "exclusive to a free node", setup: append(append([]Command{}, started...), ProcAdd{CPID: 8, Home: "n2", Node: "n2", StartedAt: t0}),
+			cmd: MigrationStart{ID: "m2", CPID: 8, To: "n1", Exclusive: true}},
 		{name: "exited process", setup: append(append([]Command{}, setup...), ProcUpdate{CPID: 7, State: ptr(ProcExited)}),
 			cmd: start, wantErr: ErrInvalid},
 		{name: "phase", setup: started, cmd: MigrationPhase{CPID: 7, ID: "m1", Phase: "restore"},

@@ -114,6 +114,19 @@ func (c *Client) Run(ctx context.Context, req RunRequest) (int, error) {
 	return out.CPID, c.call(ctx, http.MethodPost, "/v1/run", req, &out)
 }
 
+// Balance lists the balancer's recent decisions on every node.
+func (c *Client) Balance(ctx context.Context) ([]BalanceRecord, error) {
+	var out []BalanceRecord
+	return out, c.call(ctx, http.MethodGet, "/v1/balance", nil, &out)
+}
+
+// Drain blocks arrivals on this node and moves its processes away (or
+// undoes the block); it returns once every process was tried.
+func (c *Client) Drain(ctx context.Context, req DrainRequest) ([]DrainResult, error) {
+	var out []DrainResult
+	return out, c.callLong(ctx, http.MethodPost, "/v1/drain", req, &out)
+}
+
 // Migrate moves a process ("NODE", "home" or "balance").
 func (c *Client) Migrate(ctx context.Context, cpid int, target string) error {
 	return c.callLong(ctx, http.MethodPost, "/v1/migrate", MigrateRequest{CPID: cpid, Target: target}, nil)

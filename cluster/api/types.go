@@ -16,6 +16,7 @@ type NodeInfo struct {
 	Voter    bool            `json:"voter"`
 	Load     float64         `json:"load"`
 	CPUs     float64         `json:"cpus"`
+	Speed    int             `json:"speed"` // one CPU's, against 10000 for the reference CPU
 	MemTotal uint64          `json:"mem_total"`
 	MemFree  uint64          `json:"mem_free"`
 	Procs    int             `json:"procs"`
@@ -136,4 +137,36 @@ type BenchResult struct {
 	PerSecond   float64 `json:"per_second"`
 	// Rounds is how many barrier round trips served the N barriers.
 	Rounds uint64 `json:"rounds,omitempty"`
+}
+
+// BalanceRecord is one thing the balancer did or chose not to do, for
+// `ssi balance --explain` (GET /v1/balance) and the log.
+type BalanceRecord struct {
+	At   time.Time `json:"at"`
+	Node string    `json:"node"` // the node that decided
+	CPID int       `json:"cpid"`
+	UID  int       `json:"uid"`
+	// Action is "moved", "failed" (the move was tried and did not
+	// happen) or "rejected" (considered, left where it is).
+	Action string `json:"action"`
+	Kind   string `json:"kind,omitempty"` // load or memory
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Why    string `json:"why"`
+	Err    string `json:"err,omitempty"`
+}
+
+// DrainRequest drains this node (or undoes it): block arrivals, move
+// every process off it.
+type DrainRequest struct {
+	Node string `json:"node"`
+	Undo bool   `json:"undo,omitempty"`
+}
+
+// DrainResult is what became of one process of a drained node: moved
+// to To, or left where it is because of Err.
+type DrainResult struct {
+	CPID int    `json:"cpid"`
+	To   string `json:"to,omitempty"`
+	Err  string `json:"err,omitempty"`
 }

@@ -19,24 +19,41 @@ type sampler struct {
 }
 
 type procCPU struct {
-	ticks uint64
-	at    time.Time
+	ticks    uint64
+	runnable time.Duration // the tree's, migrate.Runnable
+	demand   float64       // decayed, telemetry.ProcSample.Demand
+	at       time.Time
 }
 
-// measure measures the tree of j's init: its CPU use since the previous
-// sample of cpid (next keeps this one's) and memory.
+// demandDecay is the weight of the newest interval in a process's
+// demand: about the last three samples count, as openMosix's decaying
+// per-process statistics did, so one quiet second does not make a busy
+// process look idle.
+const demandDecay = 0.5
+
+// measure measures the tree of j's init: its CPU use and demand since
+// the previous sample of cpid (next keeps this one's) and memory.
 func (sm *sampler) measure(j *Job, now time.Time, next map[int]procCPU) telemetry.ProcSample {
 	ps := telemetry.ProcSample{Pid: j.Pid()}
-	var ticks uint64
+	cur := procCPU{at: now}
 	for _, pid := range migrate.Tree(j.Pid()) {
 		st, _ := migrate.ReadStat(pid)
-		ticks += st.Ticks
+		cur.ticks += st.Ticks
+		cur.runnable += migrate.Runnable(pid)
 		ps.RSS += st.RSS
 	}
-	next[j.cpid] = procCPU{ticks: ticks, at: now}
-	if p, ok := sm.prev[j.cpid]; ok && now.After(p.at) && ticks >= p.ticks {
-		ps.CPU = 100 * float64(ticks-p.ticks) / clockTicks / now.Sub(p.at).Seconds()
+	ps.CPUTime = time.Duration(cur.ticks) * time.Second / clockTicks
+	if p, ok := sm.prev[j.cpid]; ok && now.After(p.at) && cur.ticks >= p.ticks {
+		dt := now.Sub(p.at).Seconds()
+		ps.CPU = 100 * float64(cur.ticks-p.ticks) / clockTicks / dt
+		cur.demand = p.demand
+		if cur.runnable >= p.runnable {
+			rate := (cur.runnable - p.runnable).Seconds() / dt
+			cur.demand = demandDecay*rate + (1-demandDecay)*p.demand
+		}
 	}
+	ps.Demand = cur.demand
+	next[j.cpid] = cur
 	return ps
 }
 

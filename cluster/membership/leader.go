@@ -53,8 +53,12 @@ func (m *Membership) HandleJoin(w http.ResponseWriter, r *http.Request) {
 	// Admin switches and the first join time survive a re-registration.
 	up := raftstore.NodeUpsert{Name: req.Name, Addr: req.Addr, State: raftstore.NodeUp,
 		CPUs: req.CPUs, Memory: req.Memory, JoinedAt: time.Now(), UsersDigest: req.UsersDigest}
+	up.Speed = req.Speed
 	if old, ok := s.Node(req.Name); ok {
-		up.JoinedAt, up.Speed = old.JoinedAt, old.Speed
+		up.JoinedAt = old.JoinedAt
+		if up.Speed <= 0 {
+			up.Speed = old.Speed
+		}
 	}
 	if _, err := s.Apply(r.Context(), up); err != nil {
 		api.WriteError(w, peer.ApplyStatus(err), err)

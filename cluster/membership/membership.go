@@ -19,6 +19,9 @@ import (
 type Config struct {
 	// Node is this node's name.
 	Node string
+	// Speed is one of its CPUs against the reference (telemetry.SpeedUnit);
+	// 0: measured when the node registers.
+	Speed int
 	// Advertise is the host:port other nodes reach this node's cluster
 	// port at; its host goes into the node's certificate.
 	Advertise string
@@ -81,6 +84,9 @@ type Membership struct {
 
 	mu        sync.Mutex // protects joinedVia
 	joinedVia string     // the member that admitted us, this run
+
+	speedOnce sync.Once
+	measured  int // speed()'s
 }
 
 // New returns the membership of node cfg.Node; tel is the telemetry

@@ -27,6 +27,8 @@ type joinRequest struct {
 	Memory uint64  `json:"memory"`
 	// UsersDigest is the node's UsersDigest ("" if it could not read it).
 	UsersDigest string `json:"users_digest,omitempty"`
+	// Speed is one of its CPUs against the reference CPU.
+	Speed int `json:"speed,omitempty"`
 }
 
 // joinReply is the leader's answer to a registration.
@@ -74,12 +76,25 @@ func (m *Membership) record(ctx context.Context, what string, cmd raftstore.Comm
 	})
 }
 
+// speed is this node's configured speed or, if none, the one measured
+// once, the first time it is asked for.
+func (m *Membership) speed() int {
+	m.speedOnce.Do(func() {
+		m.measured = m.cfg.Speed
+		if m.measured <= 0 {
+			m.measured = telemetry.MeasureSpeed()
+			m.log.Info("measured this node's speed", "speed", m.measured)
+		}
+	})
+	return m.measured
+}
+
 // register tells the leader who and where this node is, until it has
 // listened: a new node becomes a Raft server and a node in the state, a
 // returning one gets its address and resources refreshed.
 func (m *Membership) register(ctx context.Context) error {
 	s := telemetry.NewSampler(m.cfg.Node).Sample(time.Now())
-	req := joinRequest{Name: m.cfg.Node, Addr: m.cfg.Advertise, CPUs: s.CPUs, Memory: s.MemTotal}
+	req := joinRequest{Name: m.cfg.Node, Addr: m.cfg.Advertise, CPUs: s.CPUs, Memory: s.MemTotal, Speed: m.speed()}
 	var err error
 	if req.UsersDigest, err = UsersDigest(PasswdFile); err != nil {
 		m.log.Warn("no digest of the user database to register", "err", err)

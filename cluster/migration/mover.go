@@ -94,7 +94,7 @@ func (m *Mover) Migrate(ctx context.Context, cpid int, target string, uid uint32
 		return fmt.Errorf("%w: process %d is migrating", fs.ErrBusy, cpid)
 	}
 	if p.Node == m.cfg.Node {
-		return m.out(ctx, cpid, to)
+		return m.out(ctx, cpid, to, false)
 	}
 	if n, ok := s.Node(p.Node); !ok || n.Addr == "" {
 		return fmt.Errorf("%w: process %d is on %s, which is unknown", fs.ErrNodeDown, cpid, p.Node)

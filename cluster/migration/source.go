@@ -16,8 +16,17 @@ import (
 	"ssi/raftstore"
 )
 
-// out is the source's side of the transaction.
-func (m *Mover) out(ctx context.Context, cpid int, to string) (err error) {
+// Rebalance moves cpid, which runs here, to node to for the balancer:
+// like Migrate, but the start reserves the destination (MigrationStart
+// Exclusive), so that it fails with EBUSY while another move arrives
+// there. The balancer's own checks (lock, switches) are its own.
+func (m *Mover) Rebalance(ctx context.Context, cpid int, to string) error {
+	return m.out(context.WithoutCancel(ctx), cpid, to, true)
+}
+
+// out is the source's side of the transaction; exclusive reserves the
+// destination (Rebalance).
+func (m *Mover) out(ctx context.Context, cpid int, to string, exclusive bool) (err error) {
 	start := time.Now()
 	if err := m.jobs.WaitAdoption(ctx); err != nil {
 		return fmt.Errorf("%w: %v", fs.ErrBusy, err)
@@ -45,7 +54,7 @@ func (m *Mover) out(ctx context.Context, cpid int, to string) (err error) {
 		return fmt.Errorf("%w: no node called %q", fs.ErrBadValue, to)
 	}
 	id := transport.NewID()
-	if _, err := m.cluster.Apply(ctx, raftstore.MigrationStart{ID: id, CPID: cpid, To: to, StartedAt: start}); err != nil {
+	if _, err := m.cluster.Apply(ctx, raftstore.MigrationStart{ID: id, CPID: cpid, To: to, StartedAt: start, Exclusive: exclusive}); err != nil {
 		return api.Domain(err)
 	}
 	// A refusal is recorded like any failed move, so that cantmove says

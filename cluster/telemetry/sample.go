@@ -32,10 +32,16 @@ type Sample struct {
 // ProcSample is what a node measures of a process running there; it
 // travels with the node's telemetry.
 type ProcSample struct {
-	Pid      int     `json:"pid"`
-	CPU      float64 `json:"cpu"`
-	RSS      uint64  `json:"rss"`
-	CantMove string  `json:"cantmove,omitempty"`
+	Pid int     `json:"pid"`
+	CPU float64 `json:"cpu"` // percent of one CPU, over the last interval
+	// Demand is the CPUs' worth the process would use if nothing held
+	// it back (runnable time per second, decayed): unlike CPU it does
+	// not shrink when the node is full, so the balancer sees what a
+	// move would give it.
+	Demand   float64       `json:"demand,omitempty"`
+	CPUTime  time.Duration `json:"cpu_time,omitempty"` // CPU used so far, by the whole tree
+	RSS      uint64        `json:"rss"`
+	CantMove string        `json:"cantmove,omitempty"`
 }
 
 // Sampler measures this node's load. In a lab node (the agent runs in a

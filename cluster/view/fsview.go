@@ -36,7 +36,7 @@ func (v fsView) Nodes() []fs.NodeView {
 	var out []fs.NodeView
 	for _, n := range v.v.NodeInfos(s) {
 		out = append(out, fs.NodeView{Name: n.Name, Up: n.State == string(raftstore.NodeUp), Load: n.Load,
-			CPUs: n.CPUs, MemFree: n.MemFree, MemSize: n.MemTotal})
+			CPUs: n.CPUs, Speed: n.Speed, MemFree: n.MemFree, MemSize: n.MemTotal})
 	}
 	return out
 }

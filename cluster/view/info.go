@@ -30,7 +30,7 @@ func (v *View) NodeInfos(s *raftstore.Store) []api.NodeInfo {
 	for _, n := range s.Nodes() {
 		info := api.NodeInfo{Name: n.Name, Addr: n.Addr, State: string(n.State), Role: "follower",
 			Voter: voters[n.Name], CPUs: n.CPUs, MemTotal: n.Memory, Procs: procs[n.Name],
-			Admin: n.Admin.Map(), UsersDigest: n.UsersDigest}
+			Admin: n.Admin.Map(), UsersDigest: n.UsersDigest, Speed: n.Speed}
 		if n.Name == leader {
 			info.Role = "leader"
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ssi/cluster"
+	"ssi/cluster/balance"
 	"ssi/cluster/membership"
 	"ssi/cluster/migration"
 	"ssi/configs"
@@ -55,6 +56,9 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 				// migration's path never reads the environment.
 				MoveHooks:      migration.HooksFromEnv(),
 				JobsMaxPerUser: cfg.Jobs.MaxPerUser,
+				Balance: balance.Config{Margin: cfg.Balance.Margin, CostFactor: cfg.Balance.CostFactor,
+					Cooldown: cfg.Balance.Cooldown, MemLow: cfg.Balance.MemLow},
+				BalanceOff: !cfg.Balance.Enabled,
 			}, log)
 			if err != nil {
 				return err
@@ -83,6 +87,7 @@ func membershipConfig(cfg *configs.Config, token string) membership.Config {
 		TelemetryInterval: cfg.Cluster.TelemetryInterval,
 		HomeMaxFileSize:   cfg.Home.MaxFileSize,
 		HomeQuota:         cfg.Home.Quota,
+		Speed:             cfg.Node.Speed,
 	}
 }
 

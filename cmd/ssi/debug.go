@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ssi/cluster/api"
+	"ssi/cluster/telemetry"
 	"ssi/migrate"
 )
 
@@ -20,7 +21,7 @@ func newDebugCmd() *cobra.Command {
 		Use:   "debug",
 		Short: "By-hand tools for ssi's lower layers (checkpoint and restore)",
 	}
-	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd(), newDebugHogCmd(), newDebugBarrierCmd())
+	dbg.AddCommand(newDebugDumpCmd(), newDebugRestoreCmd(), newDebugAdminCmd(), newDebugRaftBenchCmd(), newDebugHogCmd(), newDebugSpinCmd(), newDebugBarrierCmd())
 	return dbg
 }
 
@@ -228,6 +229,27 @@ func newDebugAdminCmd() *cobra.Command {
 				api.AdminRequest{Switch: args[0], Value: args[1] == "1"})
 		},
 	}
+	return cmd
+}
+
+// newDebugSpinCmd is a CPU-bound job of a known amount of work, for
+// benchmarks of the balancer.
+func newDebugSpinCmd() *cobra.Command {
+	var seconds float64
+	cmd := &cobra.Command{
+		Use:     "spin --seconds S",
+		Short:   "Do S seconds of a reference CPU's work and exit (a CPU-bound job for benchmarks)",
+		Example: "  ssi run -d -- ssi debug spin --seconds 10",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if seconds <= 0 {
+				return errors.New("--seconds must be positive")
+			}
+			telemetry.Work(seconds)
+			return nil
+		},
+	}
+	cmd.Flags().Float64Var(&seconds, "seconds", 0, "work to do, in seconds of the reference CPU (node speed 10000)")
 	return cmd
 }
 

@@ -26,7 +26,7 @@ and an SSI_* environment variable.`,
 	configs.AddFlags(root.PersistentFlags())
 	root.AddCommand(newAgentCmd(), newNodesCmd(), newStatusCmd(), newTokenCmd(),
 		newRunCmd(), newPsCmd(), newMigrateCmd(), newKillCmd(), newWaitCmd(), newMigrationsCmd(),
-		newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
+		newBalanceCmd(), newDrainCmd(), newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
 	return root
 }
 

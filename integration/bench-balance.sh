@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# make bench, part 3: the balancer. 8 equal CPU-bound jobs (ssi debug spin)
+# started with ssi run -d on node1 of a 4-node lab of half a CPU each:
+# their makespan with node1 staying (no balancing: the baseline) and with
+# the balancer on, both in this run, next to the ideal (the total work
+# over the 4 nodes' CPUs, from one job's time alone on a node).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SSI=$PWD/bin/ssi
+WORK=${BENCH_BAL_WORK:-10} # seconds of the reference CPU per job
+JOBS=${BENCH_BAL_JOBS:-8}
+LAB=benchb
+cleanup() { "$SSI" lab --name "$LAB" down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+SSI_LAB_SUBNET=10.213.25.0/24 SSI_BALANCE_ENABLED=true "$SSI" lab --name "$LAB" up --nodes 4 --cpu-quota 0.5 >/dev/null
+in1() { timeout 600 "$SSI" lab --name "$LAB" exec node1 -- "$@"; }
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+# Wait (up to 60 s) for the four nodes to know each other's load.
+for _ in $(seq 600); do
+  [ "$(in1 "$SSI" nodes --json | grep -c '"last_seen"')" = 4 ] && break
+  sleep 0.1
+done
+
+# run N: start N jobs on node1 at once, wait for all; prints the seconds
+# and the moves made.
+run() {
+  local before after t0 t1 cpids=()
+  before=$(in1 "$SSI" migrations --json | grep -o '"committed": *true' | wc -l)
+  t0=$(now)
+  for _ in $(seq "$1"); do cpids+=("$(in1 "$SSI" run -d -- "$SSI" debug spin --seconds "$WORK")"); done
+  for c in "${cpids[@]}"; do in1 "$SSI" wait "$c" >/dev/null; done
+  t1=$(now)
+  after=$(in1 "$SSI" migrations --json | grep -o '"committed": *true' | wc -l)
+  echo "$(secs "$t0" "$t1") $((after - before))"
+}
+
+in1 sh -c 'echo 1 > /cluster/admin/stay'
+read -r one _ < <(run 1)
+read -r off offmoves < <(run "$JOBS")
+in1 sh -c 'echo 0 > /cluster/admin/stay'
+read -r on onmoves < <(run "$JOBS")
+# One job alone had node1's half CPU: the 4 nodes do JOBS of them in
+# JOBS/4 times that, ideally.
+ideal=$(awk -v t="$one" -v j="$JOBS" 'BEGIN { printf "%.1f", t * j / 4 }')
+
+echo
+echo "### Balancing ($JOBS jobs of ${WORK} s of CPU started on node1; 4-node lab, 0.5 CPU per node; same run)"
+echo
+echo "| | makespan (s) | ideal (s) | makespan / ideal | moves |"
+echo "| --- | --- | --- | --- | --- |"
+echo "| balancer off (node1 stays) | $off | $ideal | $(awk -v a="$off" -v b="$ideal" 'BEGIN { printf "%.2fx", a / b }') | $offmoves |"
+echo "| balancer on | $on | $ideal | $(awk -v a="$on" -v b="$ideal" 'BEGIN { printf "%.2fx", a / b }') | $onmoves |"
