@@ -273,12 +273,7 @@ func (c *Config) Validate() error {
 	if c.Node.Port < 1 || c.Node.Port > 65535 {
 		errs = append(errs, fmt.Errorf("node.port %d: not a port number", c.Node.Port))
 	}
-	if b := c.Balance; b.Margin < 0 || b.Margin >= 1 || b.MemLow < 0 || b.MemLow >= 0.5 || b.CostFactor < 0 || b.Cooldown < 0 {
-		errs = append(errs, fmt.Errorf("balance: margin and mem_low want [0,1) and [0,0.5), cost_factor and cooldown 0 or more"))
-	}
-	if c.Node.Speed < 0 {
-		errs = append(errs, fmt.Errorf("node.speed %d: want 0 (measure) or more", c.Node.Speed))
-	}
+	errs = append(errs, c.validateBalance()...)
 	if _, err := netip.ParseAddr(c.Node.BindAddr); err != nil {
 		errs = append(errs, fmt.Errorf("node.bind_addr %q: not an IP address", c.Node.BindAddr))
 	}
@@ -347,4 +342,16 @@ func ValidateLabName(name string) error {
 		}
 	}
 	return nil
+}
+
+// validateBalance checks the balancer's keys and the node's speed.
+func (c *Config) validateBalance() []error {
+	var errs []error
+	if b := c.Balance; b.Margin < 0 || b.Margin >= 1 || b.MemLow < 0 || b.MemLow >= 0.5 || b.CostFactor < 0 || b.Cooldown < 0 {
+		errs = append(errs, errors.New("balance: margin and mem_low want [0,1) and [0,0.5), cost_factor and cooldown 0 or more"))
+	}
+	if c.Node.Speed < 0 {
+		errs = append(errs, fmt.Errorf("node.speed %d: want 0 (measure) or more", c.Node.Speed))
+	}
+	return errs
 }

@@ -22,16 +22,19 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 
+# moves is how many committed moves node1 lists.
+moves() { in1 "$SSI" migrations --json | { grep -o '"committed": *true' || true; } | wc -l; }
+
 # run N: start N jobs on node1 at once, wait for all; prints the seconds
 # and the moves made.
 run() {
   local before after t0 t1 cpids=()
-  before=$(in1 "$SSI" migrations --json | grep -o '"committed": *true' | wc -l)
+  before=$(moves)
   t0=$(now)
   for _ in $(seq "$1"); do cpids+=("$(in1 "$SSI" run -d -- "$SSI" debug spin --seconds "$WORK")"); done
   for c in "${cpids[@]}"; do in1 "$SSI" wait "$c" >/dev/null; done
   t1=$(now)
-  after=$(in1 "$SSI" migrations --json | grep -o '"committed": *true' | wc -l)
+  after=$(moves)
   echo "$(secs "$t0" "$t1") $((after - before))"
 }
 

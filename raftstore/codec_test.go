@@ -28,6 +28,7 @@ func allCommands() []Command {
 		TokenRevoke{Key: "abc"},
 		CertIssue{Serial: "0a", Node: "n1", NotAfter: t0, At: t0},
 		CertRevoke{Serial: "0a"},
+		Once{ID: "f00d", Cmd: TokenUse{Hash: "abc"}},
 	}, allHomeCommands()...)
 }
 

@@ -44,6 +44,7 @@ const (
 	CmdTokenRevoke    CommandType = 23
 	CmdCertIssue      CommandType = 24
 	CmdCertRevoke     CommandType = 25
+	CmdOnce           CommandType = 26
 )
 
 // Command is one change to the agreed state. The set is closed: only the

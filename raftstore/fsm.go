@@ -46,7 +46,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 			l.Index, l.Term, err))
 	}
 	f.mu.Lock()
-	res := f.dispatch(cmd)
+	var res applyResult
+	if o, ok := cmd.(Once); ok {
+		res = applyOnce(f.st, o, f.dispatch)
+	} else {
+		res = f.dispatch(cmd)
+	}
 	f.st.applied = l.Index
 	ch := f.changed
 	f.changed = make(chan struct{})

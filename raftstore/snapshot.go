@@ -42,6 +42,7 @@ const (
 	recEnded      byte = 10
 	recMove       byte = 11
 	recCert       byte = 12
+	recOnce       byte = 13
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -120,6 +121,9 @@ func writeSnapshot(w io.Writer, st *state) error {
 	}
 	for _, m := range st.moves {
 		sw.record(recMove, m)
+	}
+	for _, r := range st.once.records() {
+		sw.record(recOnce, r)
 	}
 	sw.record(recEnd, snapEnd{Records: sw.n})
 	if sw.err != nil {
@@ -238,6 +242,15 @@ func (st *state) addRecord(typ byte, body []byte) error {
 			return err
 		}
 		st.moves = append(st.moves, m)
+	case recOnce:
+		var r onceRecord
+		if err := json.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		if _, dup := st.once.get(r.ID); dup || r.ID == "" {
+			return errors.New("duplicate or empty once id")
+		}
+		st.once.put(r)
 	default:
 		return fmt.Errorf("unknown record type %d", typ)
 	}

@@ -146,6 +146,7 @@ type state struct {
 	home       *homeState   // the replicated /cluster/home
 	ended      []Ended      // recent ends, oldest first (history.go)
 	moves      []MoveRecord // recent migrations, oldest first
+	once       onceTable    // what recent Once commands answered
 	// applied is the index of the last command in this state; it travels
 	// in snapshots so WaitApplied is right after a restore.
 	applied uint64
@@ -176,6 +177,7 @@ func (s *state) clone() *state {
 		applied:    s.applied,
 		ended:      slices.Clone(s.ended),
 		moves:      slices.Clone(s.moves),
+		once:       s.once.clone(),
 	}
 	for k, n := range s.nodes {
 		n2 := *n

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ssi/cluster/api"
+	"ssi/cluster/transport"
 	"ssi/fs"
 	"ssi/raftstore"
 )
@@ -58,6 +59,9 @@ func (c *Cluster) HandleApply(w http.ResponseWriter, r *http.Request) {
 	caller, serial := Caller(api.ConnOf(r))
 	err = CheckMember(s, caller, serial)
 	if err == nil {
+		if o, ok := cmd.(raftstore.Once); ok {
+			cmd = o.Cmd // the policy is the wrapped command's
+		}
 		err = Authorize(s, caller, cmd)
 	}
 	if err != nil {
@@ -101,7 +105,9 @@ func (c *Cluster) Apply(ctx context.Context, cmd raftstore.Command) (json.RawMes
 		raw, _ := json.Marshal(res)
 		return raw, nil
 	}
-	b, err := raftstore.EncodeCommand(cmd)
+	// Sent again when an answer is lost, it must not apply twice: the
+	// ID makes the leader's FSM answer a resend with the first result.
+	b, err := raftstore.EncodeCommand(raftstore.Once{ID: transport.NewID(), Cmd: cmd})
 	if err != nil {
 		return nil, err
 	}
