@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"ssi/fs"
 	"ssi/raftstore"
@@ -210,6 +211,23 @@ func TestHandleApplyChecksCaller(t *testing.T) {
 	}
 	if err := post(n2, raftstore.NodeUpsert{Name: "n1", Addr: "127.0.0.1:2"}); !errors.Is(err, fs.ErrPermission) {
 		t.Fatalf("n2 about n1: %v", err)
+	}
+	// Wrapped in a Once, the policy is the wrapped command's.
+	if err := post(n2, raftstore.Once{ID: "x", Cmd: raftstore.NodeUpsert{Name: "n1", Addr: "127.0.0.1:2"}}); !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("n2 about n1 in a once: %v", err)
+	}
+	// A token use resent under its id spends one use, and answers alike.
+	if _, err := m.c.Apply(ctx, raftstore.TokenAdd{Hash: raftstore.HashToken("u"), Uses: 2}); err != nil {
+		t.Fatal(err)
+	}
+	use := raftstore.Once{ID: "use-1", Cmd: raftstore.TokenUse{Hash: raftstore.HashToken("u"), At: time.Now()}}
+	for range 2 {
+		if err := post(n2, use); err != nil {
+			t.Fatalf("a token use: %v", err)
+		}
+	}
+	if tok, _ := m.s.Token(raftstore.HashToken("u")); tok.Used != 1 {
+		t.Fatalf("a use sent twice counted %d times", tok.Used)
 	}
 	if n, _ := m.s.Node("n1"); n.Addr != m.addr {
 		t.Fatalf("n1 changed: %+v", n)
