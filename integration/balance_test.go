@@ -20,6 +20,13 @@ func TestBalance(t *testing.T) {
 	c := newClusterLabEnv(t, "itbal", []string{"SSI_LAB_SUBNET=10.213.92.0/24", "SSI_BALANCE_ENABLED=true"},
 		"--nodes", "4", "--cpu-quota", "0.25")
 	c.agree("node1", four, 30*time.Second)
+	// Every node measured its speed at start, and every node shows it.
+	for _, n := range four {
+		out := strings.TrimSpace(c.must("exec", "node2", "--", "cat", "/cluster/nodes/"+n+"/speed"))
+		if v, err := strconv.Atoi(out); err != nil || v <= 0 || v%1000 != 0 {
+			t.Fatalf("/cluster/nodes/%s/speed reads %q: want a positive multiple of 1000", n, out)
+		}
+	}
 	b := &balLab{migLab: &migLab{clusterLab: c, dir: t.TempDir()}, u: asUser{1000, "-uid1000"}}
 	for p := b.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
 		if err := os.Chmod(p, 0o755); err != nil {
