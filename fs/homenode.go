@@ -22,6 +22,8 @@ const inoHomeBase = 0xC << 60
 // passed the barrier, and the kernel drops its pages if the data changed.
 type homeFS struct {
 	h Home
+	// logf reports what the kernel would act on silently (nil: nobody).
+	logf func(format string, args ...any)
 
 	mu      sync.Mutex // protects pending and the batches' handles
 	pending map[uint64]*batch
@@ -154,13 +156,25 @@ func (n *homeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	ctx, done := uninterrupted(ctx)
 	defer done()
 	if err := n.fs.h.Fresh(ctx); err != nil {
-		return nil, errno(err)
+		return nil, n.fs.failed("lookup", name, err)
 	}
 	a, err := n.fs.lookup(n.ino, name)
 	if err != nil {
-		return nil, errno(err)
+		return nil, n.fs.failed("lookup", name, err)
 	}
 	return n.child(ctx, a, out), 0
+}
+
+// failed is err's errno for an operation on name. Besides ENOENT and
+// EINTR, the kernel takes a failed lookup of a name it knows as the
+// name gone and unhashes its dentry, so that a file held open there
+// reads "(deleted)" in /proc: say so in the log.
+func (f *homeFS) failed(op, name string, err error) syscall.Errno {
+	e := errno(err)
+	if e != syscall.ENOENT && e != syscall.EINTR && f.logf != nil {
+		f.logf("home %s of %q failed with %v: %v", op, name, e, err)
+	}
+	return e
 }
 
 func (n *homeNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

@@ -130,6 +130,7 @@ func newRootNode(v View, o *Options) (*rootNode, error) {
 		root.homePath = lb
 	case o.Home != nil:
 		root.home = newHomeFS(o.Home)
+		root.home.logf = o.logf
 	}
 	return root, nil
 }
