@@ -12,6 +12,7 @@ import (
 
 	"ssi/cluster/api"
 	"ssi/cluster/balance"
+	"ssi/cluster/jobs"
 	"ssi/cluster/membership"
 	"ssi/cluster/peer"
 	"ssi/cluster/transport"
@@ -61,6 +62,7 @@ func (a *Agent) peerHandler() http.Handler {
 	m.HandleFunc("POST /v1/migrate", a.mover.HandlePeer)
 	m.HandleFunc("POST /v1/kill", a.jobs.HandlePeerKill)
 	m.HandleFunc("POST "+balance.ExplainPath, a.balancer.HandlePeer)
+	m.HandleFunc("POST "+jobs.StartPath, a.jobs.HandleStart)
 	return m
 }
 
