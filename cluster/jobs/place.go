@@ -48,10 +48,13 @@ import (
 //     no record), or it runs there and is listed rightly.
 //
 // The home dying after listing, before the chosen node heard: the
-// listing runs nowhere until the chosen node's next agent (Adopt), as
-// for a node that died. The home dying after the start: the process
-// runs on, listed, its output dropped once no session takes it (see
-// package stdio), and is forgotten when it ends.
+// listing runs nowhere until the chosen node forgets it (SweepUnstarted,
+// after sweepAfter; or its next agent, Adopt). The home dying after the
+// start: the process runs on, listed, its output dropped once no session
+// takes it (see package stdio), and is forgotten when it ends. The
+// chosen node's agent restarting: Adopt spares the listings whose start
+// is being asked (Table.asked); one listed just before the adoption and
+// asked for just after is forgotten by it, and the start is refused.
 
 // StartPath is the peer path where a node takes the starts that the
 // homes of its processes ask of it.

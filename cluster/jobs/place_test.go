@@ -228,3 +228,22 @@ func TestSweepUnstarted(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptSparesAskedStarts: a listing here with no record is a process
+// that died with the last agent, unless its home is asking for its
+// start right now.
+func TestAdoptSparesAskedStarts(t *testing.T) {
+	tb, s := testTable(t)
+	add := func() int {
+		return raftstoretest.AddProc(t, s, raftstore.ProcAdd{Home: "node2", Node: "node1", UID: 1000, StartedAt: time.Now()})
+	}
+	lost, asked := add(), add()
+	tb.asked.begin(asked)
+	adopted(t, tb)
+	if _, ok := s.Proc(lost); ok {
+		t.Fatal("a listing no record accounts for is still there")
+	}
+	if _, ok := s.Proc(asked); !ok {
+		t.Fatal("the listing of a start under way was forgotten")
+	}
+}

@@ -31,6 +31,18 @@ func (t *Table) HandleStart(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadRequest, err)
 		return
 	}
+	// Asked before adoption is done: Adopt must not take the listing
+	// for one of a process that died with the last agent.
+	switch t.asked.begin(sr.CPID) {
+	case askStarted:
+		api.WriteJSON(w, http.StatusOK, struct{}{})
+		return
+	case askUnderWay:
+		api.WriteError(w, http.StatusServiceUnavailable, fmt.Errorf("a start of process %d is under way", sr.CPID))
+		return
+	}
+	started := false
+	defer func() { t.asked.end(sr.CPID, started) }()
 	if err := t.WaitAdoption(r.Context()); err != nil {
 		api.WriteError(w, http.StatusServiceUnavailable, err)
 		return
@@ -45,16 +57,6 @@ func (t *Table) HandleStart(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	switch t.asked.begin(sr.CPID) {
-	case askStarted:
-		api.WriteJSON(w, http.StatusOK, struct{}{})
-		return
-	case askUnderWay:
-		api.WriteError(w, http.StatusServiceUnavailable, fmt.Errorf("a start of process %d is under way", sr.CPID))
-		return
-	}
-	started := false
-	defer func() { t.asked.end(sr.CPID, started) }()
 	if err := mayStart(s, t.cfg.Node, from, serial, sr); err != nil {
 		t.log.Warn("refusing a start", "cpid", sr.CPID, "home", from, "err", err)
 		api.WriteError(w, http.StatusConflict, err)
@@ -147,6 +149,14 @@ func (p *pending) begin(cpid int) askState {
 		return askUnderWay
 	}
 	return askStarted
+}
+
+// has reports whether a start of cpid is under way or was made.
+func (p *pending) has(cpid int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.m[cpid]
+	return ok
 }
 
 // end closes the ask begin let through: started, or not (a new ask may
