@@ -84,6 +84,7 @@ type homeSide struct {
 	log      *slog.Logger
 }
 
+// homeOf is t's home side (a value: the Table keeps its methods few).
 func homeOf(t *Table) homeSide {
 	return homeSide{cfg: t.cfg, c: t.c, sessions: t.sessions, log: t.log}
 }
