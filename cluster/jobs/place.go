@@ -195,9 +195,12 @@ func (t homeSide) askStart(ctx context.Context, node string, sr StartRequest) er
 		switch {
 		case err == nil:
 			return nil
-		case !errors.Is(err, api.ErrRetry) || (!reached && neverSent(err)):
+		case !errors.Is(err, api.ErrRetry):
 			t.unlist(sr.CPID)
-			return fmt.Errorf("%s did not start the process: %w", node, err)
+			return fmt.Errorf("%s refused to start the process: %w", node, err)
+		case !reached && neverSent(err):
+			t.unlist(sr.CPID)
+			return fmt.Errorf("%s cannot be reached, nothing was started: %w", node, err)
 		case !neverSent(err):
 			reached = true
 		}
