@@ -315,10 +315,12 @@ func testPlaceKilledMidStart(t *testing.T, m *migLab) {
 }
 
 // testPlaceShOverhead measures 50 runs of `ssi sh -c true` on node1 next
-// to 50 of `sh -c true`, for the report (a figure, not a bound).
+// to 50 of `sh -c true`, for the report (a figure, not a bound); each
+// must end within 5 s (a command that ends before its stdio holder
+// reaches its session once waited for the session to give up on it).
 func testPlaceShOverhead(t *testing.T, m *migLab) {
 	loop := func(cmd string) time.Duration {
-		script := "i=0; while [ $i -lt 50 ]; do " + cmd + " || exit 1; i=$((i+1)); done"
+		script := "i=0; while [ $i -lt 50 ]; do timeout 5 " + cmd + " || exit 1; i=$((i+1)); done"
 		t0 := time.Now()
 		m.within(5*time.Minute).must("exec", "node1", "--", "sh", "-c", script)
 		return time.Since(t0) / 50
