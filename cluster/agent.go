@@ -65,6 +65,9 @@ type Config struct {
 	CRIUWorkDir string
 	// MoveHooks are the tests' failure points of a move (nil: none).
 	MoveHooks *migration.Hooks
+	// PauseStart is the tests' failure point of a placed start
+	// (jobs.Config.PauseStart); "" in production.
+	PauseStart string
 	// JobsMaxPerUser is how many cluster processes one uid other than
 	// root may have at once (jobs.Config.MaxPerUser); 0: no limit.
 	JobsMaxPerUser int
@@ -123,7 +126,8 @@ func NewAgent(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.peer = peer.New(peer.Config{Node: cfg.NodeName, ReadWait: cfg.ReadWait, Log: a.log, Metrics: a.metrics})
 	a.members = membership.New(a.membershipConfig(), a.peer, a.tel)
 	a.sessions = stdio.NewSessions(a.listed, log.With("component", "stdio"))
-	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir, MaxPerUser: cfg.JobsMaxPerUser},
+	a.jobs = jobs.New(jobs.Config{Node: cfg.NodeName, DataDir: cfg.DataDir, MaxPerUser: cfg.JobsMaxPerUser,
+		Place: a.placeBalance, PauseStart: cfg.PauseStart},
 		a.peer, a.sessions, moveCluster{a.peer}.DialMigrate, log.With("component", "jobs"))
 	criu := migrate.New(cfg.CRIU, log.With("component", "criu"))
 	host := &migration.NodeHost{Node: cfg.NodeName, Mountpoint: cfg.Mountpoint, Flush: a.flushHome,
@@ -210,6 +214,7 @@ func (a *Agent) runLoops(ctx context.Context, wg *sync.WaitGroup, formed bool) {
 	for _, loop := range []func(context.Context){
 		func(ctx context.Context) { a.jobs.Adopt(ctx, a.mover) },
 		a.balancer.Run,
+		func(ctx context.Context) { jobs.SweepUnstarted(ctx, a.jobs) },
 		func(ctx context.Context) { a.members.Announce(ctx, formed) },
 		pusher.Run,
 		a.members.LeaderLoop,

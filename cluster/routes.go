@@ -12,6 +12,7 @@ import (
 
 	"ssi/cluster/api"
 	"ssi/cluster/balance"
+	"ssi/cluster/jobs"
 	"ssi/cluster/membership"
 	"ssi/cluster/peer"
 	"ssi/cluster/transport"
@@ -61,6 +62,7 @@ func (a *Agent) peerHandler() http.Handler {
 	m.HandleFunc("POST /v1/migrate", a.mover.HandlePeer)
 	m.HandleFunc("POST /v1/kill", a.jobs.HandlePeerKill)
 	m.HandleFunc("POST "+balance.ExplainPath, a.balancer.HandlePeer)
+	m.HandleFunc("POST "+jobs.StartPath, a.jobs.HandleStart)
 	return m
 }
 
@@ -149,7 +151,9 @@ func (a *Agent) serveMigrationConn(conn net.Conn) {
 }
 
 // runsOn reports whether the agreed state places cpid on node now, past
-// the read barrier.
+// the read barrier, or says it ended there: a short command (ssi sh -c
+// true) may end, and be forgotten, before its holder first reaches its
+// session, and that holder still has its output and exit to give.
 func (a *Agent) runsOn(cpid int, node string) bool {
 	s, err := a.peer.Store()
 	if err != nil {
@@ -157,6 +161,9 @@ func (a *Agent) runsOn(cpid int, node string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p, ok := peer.FindProc(ctx, a.peer, s, cpid)
-	return ok && p.Node == node
+	if p, ok := peer.FindProc(ctx, a.peer, s, cpid); ok {
+		return p.Node == node
+	}
+	e, ended := s.Ended(cpid)
+	return ended && e.Node == node
 }

@@ -59,12 +59,16 @@ type AdminRequest struct {
 	Value  bool   `json:"value"`
 }
 
-// RunRequest starts a cluster process on this node.
+// RunRequest starts a cluster process whose home is this node.
 type RunRequest struct {
 	Argv   []string `json:"argv"`
 	Dir    string   `json:"dir"`
 	Env    []string `json:"env"`
 	Attach bool     `json:"attach,omitempty"`
+	// Node is where it runs from its start: "" (or this node's name) for
+	// here, another node's name, or "balance" for the placement policy's
+	// choice. It is never started here and moved.
+	Node string `json:"node,omitempty"`
 	// TTY gives the process a terminal of its own (attached only), of
 	// size Size at first (jobns.DefaultWinsize if zero).
 	TTY  bool          `json:"tty,omitempty"`

@@ -83,9 +83,10 @@ func (t *Table) adoptOnce(ctx context.Context, r Resolver) error {
 		alive[rec.CPID] = true
 	}
 	// Processes the cluster places here that no record accounts for died
-	// with the node (or its agent's state was lost).
+	// with the node (or its agent's state was lost), unless their home
+	// is asking this agent to start them (HandleStart).
 	for _, p := range s.Procs() {
-		if p.Node != t.cfg.Node || alive[p.CPID] || p.State == raftstore.ProcMigrating {
+		if p.Node != t.cfg.Node || alive[p.CPID] || p.State == raftstore.ProcMigrating || t.asked.has(p.CPID) {
 			continue
 		}
 		if _, ok := t.Get(p.CPID); ok {

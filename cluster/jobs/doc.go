@@ -4,7 +4,10 @@
 // the socket's peer credentials; resource limits, umask and
 // oom_score_adj read from the calling process itself, the request being
 // trusted only to lower a soft limit) and within what one user may ask
-// (MaxArgEnv, Config.MaxPerUser), supervising it until it ends, its
+// (MaxArgEnv, Config.MaxPerUser), here or placed on another node from
+// its start (the home lists it there and asks; that node starts it when
+// the agreed state and the asker's certificate agree: place.go,
+// HandleStart, SweepUnstarted), supervising it until it ends, its
 // cgroups, the records on disk that let the next agent adopt it after a
 // restart, signals (ssi kill, here or forwarded to the node it runs on),
 // ssi wait, the samples telemetry sends, why a job cannot move, and the
@@ -16,7 +19,8 @@
 // Finish; kill and the samples read it through Live.
 //
 // It does not import cluster (the root), cluster/migration or
-// membership, and of peer only its helpers (Retry, FindProc): what it
+// membership, and of peer only its helpers (Retry, FindProc, Caller,
+// CheckMember): what it
 // needs of the cluster comes in through the Cluster interface, and the
 // migration transaction settles a move an earlier agent left half done
 // through Resolver. It knows nothing of CRIU beyond reading and signalling

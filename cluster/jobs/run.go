@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,6 +55,14 @@ func (t *Table) HandleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	if node, err := homeOf(t).chooseNode(req.Node); err != nil || node != t.cfg.Node {
+		if err != nil {
+			answer(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		homeOf(t).run(w, r, placed{req: req, caller: cl, node: node, release: release})
+		return
+	}
 	l := &launch{req: req, caller: cl}
 	if status, err := l.start(t.cfg.DataDir); err != nil {
 		api.WriteError(w, status, err)
@@ -83,17 +93,28 @@ func decodeRun(w http.ResponseWriter, r *http.Request) (api.RunRequest, error) {
 	switch {
 	case errors.As(err, &tooLong):
 		return req, errTooBig(0)
-	case err != nil || len(req.Argv) == 0:
+	case err != nil:
 		return req, errors.New("want a command")
-	case req.TTY && !req.Attach:
-		return req, errors.New("a terminal needs an attached caller")
-	case len(req.Dir) > unix.PathMax:
-		return req, errors.New("the working directory's path is too long")
 	}
 	if req.TTY && (req.Size.Rows == 0 || req.Size.Cols == 0) {
 		req.Size = jobns.DefaultWinsize
 	}
-	return req, tooBig(req.Argv, req.Env)
+	return req, checkRun(req)
+}
+
+// checkRun refuses a run request that asks for what no job may have.
+func checkRun(req api.RunRequest) error {
+	switch {
+	case len(req.Argv) == 0:
+		return errors.New("want a command")
+	case req.TTY && !req.Attach:
+		return errors.New("a terminal needs an attached caller")
+	case len(req.Dir) > unix.PathMax:
+		return errors.New("the working directory's path is too long")
+	case req.TTY && (req.Size.Rows == 0 || req.Size.Cols == 0):
+		return errors.New("a terminal needs a size")
+	}
+	return tooBig(req.Argv, req.Env)
 }
 
 // launch is a job HandleRun is starting.
@@ -175,45 +196,39 @@ func (t *Table) register(ctx context.Context, l *launch) (int, error) {
 		l.ours.Close()
 		return 0, fmt.Errorf("registering the process: %w", err)
 	}
-	if err := t.cg.enter(res.CPID, pid); err != nil {
-		t.log.Warn("the job's cgroup", "cpid", res.CPID, "err", err)
+	l.letRun(t.cg, t.log, res.CPID)
+	return res.CPID, nil
+}
+
+// letRun puts a registered job into its cgroup and sends its init the
+// Spec, through the gate: the job runs from now on.
+func (l *launch) letRun(cg cgroups, log *slog.Logger, cpid int) {
+	if err := cg.enter(cpid, l.cmd.Process.Pid); err != nil {
+		log.Warn("the job's cgroup", "cpid", cpid, "err", err)
 	}
 	req := l.req
 	spec, _ := json.Marshal(jobns.Spec{UID: l.caller.uid, GID: l.caller.gid, Dir: req.Dir, Env: req.Env,
 		TTY: req.TTY, Size: req.Size, Caller: &l.caller.Caller})
 	if _, err := l.gateW.Write(spec); err != nil {
-		t.log.Warn("letting the job start", "cpid", res.CPID, "err", err)
+		log.Warn("letting the job start", "cpid", cpid, "err", err)
 	}
 	l.gateW.Close()
-	return res.CPID, nil
 }
 
 // attach switches the caller's connection to the job's stdio stream: a
 // session here relays it to the job's holder.
 func (t *Table) attach(w http.ResponseWriter, l *launch, j *Job) {
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err == nil {
-		_, err = conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " +
-			api.StdioUpgrade + "\r\n\r\n"))
-	}
+	conn, client, err := upgrade(w)
 	if err != nil {
 		// The caller is gone before it could see anything: its process
 		// has no one to talk to and ends.
 		t.log.Warn("attached run: switching to the stdio stream", "cpid", j.cpid, "err", err)
-		if conn != nil {
-			conn.Close()
-		}
 		_ = syscall.Kill(j.Pid(), syscall.SIGKILL)
 		l.ours.Close()
 		t.add(j)
 		return
 	}
-	client := wire.NewConn(api.BufConn{Reader: brw.Reader, Conn: conn})
-	s := t.sessions.Open(j.cpid, client)
-	if l.req.TTY {
-		s.SetTTY(l.req.Size)
-	}
-	_ = client.SendJSON(wire.FrCPID, map[string]int{"cpid": j.cpid})
+	s := openSession(t.sessions, j.cpid, client, l.req)
 	go s.FromClient(client)
 	j.hold = stdio.NewHolder(j.cpid, t.cfg.Node, j.Pid, l.ours, nil, t.dial, t.log)
 	j.hold.Start()
@@ -222,6 +237,34 @@ func (t *Table) attach(w http.ResponseWriter, l *launch, j *Job) {
 		<-s.Done()
 		conn.Close()
 	}()
+}
+
+// upgrade switches the caller's connection to the stdio stream
+// (api.StdioUpgrade); the returned conn is the connection, to close.
+func upgrade(w http.ResponseWriter) (net.Conn, *wire.Conn, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err == nil {
+		_, err = conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " +
+			api.StdioUpgrade + "\r\n\r\n"))
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, nil, err
+	}
+	return conn, wire.NewConn(api.BufConn{Reader: brw.Reader, Conn: conn}), nil
+}
+
+// openSession opens the home's session of process cpid for its caller
+// client and tells the caller the cpid: output may flow from then on.
+func openSession(sessions *stdio.Sessions, cpid int, client *wire.Conn, req api.RunRequest) *stdio.Session {
+	s := sessions.Open(cpid, client)
+	if req.TTY {
+		s.SetTTY(req.Size)
+	}
+	_ = client.SendJSON(wire.FrCPID, map[string]int{"cpid": cpid})
+	return s
 }
 
 // jobCommand builds the job's init: as root, in a new PID, mount and IPC

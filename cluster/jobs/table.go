@@ -25,6 +25,16 @@ type Config struct {
 	// MaxPerUser is how many cluster processes one uid other than root
 	// may have at once, cluster-wide (jobs.max_per_user); 0: no limit.
 	MaxPerUser int
+	// Place is the placement policy's "balance" (the hook the migration
+	// package uses too): the node a process now on current is best run
+	// on, "" if none qualifies. ssi run --best asks it; nil: here.
+	Place func(s *raftstore.Store, current string) string
+	// PauseStart (SSI_PAUSE_START, a test's failure point) holds every
+	// start asked of this node, once it is allowed and before anything
+	// is started: the agent creates PauseStart+".paused" and waits until
+	// PauseStart exists, at most a minute. How the tests kill a chosen
+	// node in the middle of a start.
+	PauseStart string
 }
 
 // Cluster is what the table needs of the cluster. Every method may be
@@ -61,6 +71,9 @@ type Table struct {
 	samp     sampler
 	adopted  chan struct{} // closed once Adopt is done
 	starting userLocks     // one start at a time per uid, for MaxPerUser
+	// asked are the starts homes have asked of this node and that are
+	// under way (HandleStart): a repeated ask waits for the first.
+	asked pending
 
 	// changed is told when a job comes, goes, or begins or ends a move:
 	// what a wait for a job here blocks on.

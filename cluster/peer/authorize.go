@@ -100,9 +100,12 @@ func Authorize(s Agreed, caller string, cmd raftstore.Command) error {
 		return self(caller, c.Node, deny)
 	case raftstore.ProcAdd:
 		// A node starts processes of its own users only: their home is
-		// the node that vouches for their uid.
-		if c.Home != caller || (c.Node != "" && c.Node != caller) {
-			return deny("a process homed on %q running on %q", c.Home, c.Node)
+		// the node that vouches for their uid. It may list one on another
+		// node (ssi run --node): that node starts it only when this home
+		// asks (jobs.Table.HandleStart), and its next agent forgets a
+		// listing it never started.
+		if c.Home != caller {
+			return deny("a process homed on %q", c.Home)
 		}
 		return nil
 	case raftstore.ProcUpdate:

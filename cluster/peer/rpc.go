@@ -181,7 +181,7 @@ func postWith(ctx context.Context, c *http.Client, addr, path string, body []byt
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", api.ErrRetry, err)
+		return fmt.Errorf("%w: %w", api.ErrRetry, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -55,6 +56,7 @@ serves migrations. It stops cleanly on SIGTERM or SIGINT.`,
 				// The tests' failure points, read once here: the
 				// migration's path never reads the environment.
 				MoveHooks:      migration.HooksFromEnv(),
+				PauseStart:     os.Getenv("SSI_PAUSE_START"),
 				JobsMaxPerUser: cfg.Jobs.MaxPerUser,
 				Balance: balance.Config{Margin: cfg.Balance.Margin, CostFactor: cfg.Balance.CostFactor,
 					Cooldown: cfg.Balance.Cooldown, MemLow: cfg.Balance.MemLow},

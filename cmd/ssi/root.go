@@ -25,7 +25,7 @@ and an SSI_* environment variable.`,
 	}
 	configs.AddFlags(root.PersistentFlags())
 	root.AddCommand(newAgentCmd(), newNodesCmd(), newStatusCmd(), newTokenCmd(),
-		newRunCmd(), newPsCmd(), newMigrateCmd(), newKillCmd(), newWaitCmd(), newMigrationsCmd(),
+		newRunCmd(), newShCmd(), newPsCmd(), newMigrateCmd(), newKillCmd(), newWaitCmd(), newMigrationsCmd(),
 		newBalanceCmd(), newDrainCmd(), newDoctorCmd(), newLabCmd(), newDebugCmd(), newJobInitCmd())
 	return root
 }

@@ -49,8 +49,11 @@ size follows this one's. For an interactive shell, a REPL or a
 full-screen program. Without a terminal on stdin it warns and gives the
 process one of 80x24.
 
---node N starts it here and moves it to N before returning (detached) or
-while relaying (attached); --best moves it to the least loaded node.`,
+--node N starts it directly on node N, --best on the node the placement
+policy picks (the one "balance" picks for a move): no checkpoint, no
+move. Its home stays this node (the one that vouches for you), so its
+stdio, exit code, cwd, environment, limits and umask are as they would be
+here; it can be moved afterwards like any other.`,
 		Example: "  ssi run -d -- sleep 1000\n  ssi run -- ./simulate --steps 1000\n  ssi run -t -- bash",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -60,7 +63,7 @@ while relaying (attached); --best moves it to the least loaded node.`,
 	cmd.Flags().BoolVarP(&opts.detach, "detach", "d", false, "detach and print the cpid")
 	cmd.Flags().BoolVarP(&opts.tty, "tty", "t", false, "give the process a terminal of its own, relayed to this one")
 	cmd.Flags().StringVar(&opts.node, "node", "", "run it on this node")
-	cmd.Flags().BoolVar(&opts.best, "best", false, "run it on the least loaded node")
+	cmd.Flags().BoolVar(&opts.best, "best", false, "run it on the node the placement policy picks (as balance does)")
 	return cmd
 }
 
@@ -77,24 +80,30 @@ func runRun(cmd *cobra.Command, args []string, opts runOptions) error {
 	if opts.best {
 		target = "balance"
 	}
-	cfg, err := loadConfig(cmd)
+	c, req, err := newRunRequest(cmd, args, target)
 	if err != nil {
 		return err
+	}
+	if opts.detach {
+		return runDetached(cmd, c, req)
+	}
+	return runAttached(cmd, c, req, opts.tty)
+}
+
+// newRunRequest is the start of argv on target (see api.RunRequest.Node)
+// as this process would run it: in its directory, with its environment
+// and limits; and the client of this node's agent to ask.
+func newRunRequest(cmd *cobra.Command, argv []string, target string) (*api.Client, api.RunRequest, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, api.RunRequest{}, err
 	}
 	dir, err := os.Getwd()
 	if err != nil {
-		return err
+		return nil, api.RunRequest{}, err
 	}
-	c := api.NewClient(cfg.Socket)
-	req := api.RunRequest{Argv: args, Dir: dir, Env: os.Environ(), NofileSoft: nofileBeforeGo(cmd.Context())}
-	// An empty target, or this node, means the process stays here.
-	if target == cfg.Node.Name {
-		target = ""
-	}
-	if opts.detach {
-		return runDetached(cmd, c, req, target)
-	}
-	return runAttached(cmd, c, req, target, opts.tty)
+	return api.NewClient(cfg.Socket), api.RunRequest{Argv: argv, Dir: dir, Env: os.Environ(), Node: target,
+		NofileSoft: nofileBeforeGo(cmd.Context())}, nil
 }
 
 // nofileBeforeGo is the soft RLIMIT_NOFILE this process started with if
@@ -120,26 +129,19 @@ func nofileBeforeGo(ctx context.Context) uint64 {
 	return n
 }
 
-// runDetached starts req, prints its cpid and, given a target, moves it
-// there before returning.
-func runDetached(cmd *cobra.Command, c *api.Client, req api.RunRequest, target string) error {
+// runDetached starts req and prints its cpid.
+func runDetached(cmd *cobra.Command, c *api.Client, req api.RunRequest) error {
 	cpid, err := c.Run(cmd.Context(), req)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), cpid)
-	if target != "" {
-		if err := c.Migrate(cmd.Context(), cpid, target); err != nil {
-			return fmt.Errorf("started as %d here, but moving it to %s: %w", cpid, target, err)
-		}
-	}
 	return nil
 }
 
-// runAttached starts req and relays this terminal to it until it exits,
-// moving it to target (if any) meanwhile; a non-zero exit code becomes
-// an exitCodeError.
-func runAttached(cmd *cobra.Command, c *api.Client, req api.RunRequest, target string, tty bool) error {
+// runAttached starts req and relays this terminal to it until it exits;
+// a non-zero exit code becomes an exitCodeError.
+func runAttached(cmd *cobra.Command, c *api.Client, req api.RunRequest, tty bool) error {
 	var term *callerTerm
 	if tty {
 		term = newCallerTerm(os.Stdin, os.Stdout)
@@ -166,13 +168,6 @@ func runAttached(cmd *cobra.Command, c *api.Client, req api.RunRequest, target s
 		go func() {
 			for range winch {
 				_ = at.Resize(term.size())
-			}
-		}()
-	}
-	if target != "" {
-		go func() {
-			if err := c.Migrate(cmd.Context(), at.CPID, target); err != nil {
-				term.warnf(os.Stderr, "ssi run: %d stays here: moving it to %s: %v\n", at.CPID, target, err)
 			}
 		}()
 	}
