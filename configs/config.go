@@ -110,10 +110,13 @@ type FSConfig struct {
 
 // LabConfig configures `ssi lab`, the simulated cluster on one machine.
 type LabConfig struct {
-	Name     string  `mapstructure:"name"`
-	Dir      string  `mapstructure:"dir"`
-	Subnet   string  `mapstructure:"subnet"`
-	CPUQuota float64 `mapstructure:"cpu_quota"`
+	Name   string `mapstructure:"name"`
+	Dir    string `mapstructure:"dir"`
+	Subnet string `mapstructure:"subnet"`
+	// CPUQuota and MemLimit are lists, one value for all nodes or one
+	// per node (ParseCPUQuotas, ParseMemLimits).
+	CPUQuota string `mapstructure:"cpu_quota"`
+	MemLimit string `mapstructure:"mem_limit"`
 }
 
 // Key is one configuration key: its dotted name, default and help text.
@@ -168,7 +171,8 @@ var Keys = []Key{
 	{"lab.name", "ssi", "name of the lab (up to 8 characters): several labs can coexist"},
 	{"lab.dir", "/var/lib/ssi-lab", "where labs keep their nodes' state"},
 	{"lab.subnet", "10.213.0.0/24", "private subnet of the lab's bridge; node K gets host address K+10"},
-	{"lab.cpu_quota", 0.0, "CPUs per lab node (cgroup CPU quota); 0 means no limit"},
+	{"lab.cpu_quota", "0", "CPUs per lab node (cgroup CPU quota): one value for all nodes or one per node (1,0.5,0.5); 0 means no limit"},
+	{"lab.mem_limit", "0", "memory per lab node (cgroup memory limit, e.g. 512M): one value for all nodes or one per node (512M,2G); 0 means no limit"},
 }
 
 // FlagName is the command-line flag for a key: "criu.no_breakpoints" is
@@ -324,8 +328,11 @@ func (c *Config) Validate() error {
 	if p, err := netip.ParsePrefix(c.Lab.Subnet); err != nil || !p.Addr().Is4() || p.Bits() > 24 {
 		errs = append(errs, fmt.Errorf("lab.subnet %q: want an IPv4 prefix of /24 or wider", c.Lab.Subnet))
 	}
-	if c.Lab.CPUQuota < 0 {
-		errs = append(errs, fmt.Errorf("lab.cpu_quota %g: must be >= 0", c.Lab.CPUQuota))
+	if _, err := ParseCPUQuotas(c.Lab.CPUQuota); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseMemLimits(c.Lab.MemLimit); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -101,6 +101,7 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"SSI_LAB_NAME", "Much-Too-Long", "lab name"},
 		{"SSI_LAB_SUBNET", "10.0.0.0/30", "lab.subnet"},
 		{"SSI_LAB_CPU_QUOTA", "-1", "lab.cpu_quota"},
+		{"SSI_LAB_MEM_LIMIT", "lots", "lab.mem_limit"},
 		{"SSI_JOIN_TOKEN", "short", "join_token"},
 		{"SSI_CLUSTER_VOTERS", "0", "cluster.voters"},
 	}

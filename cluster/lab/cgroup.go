@@ -63,11 +63,12 @@ func cgroupRoots() ([]string, bool) {
 }
 
 // cgroups owns each node's cgroups, one per hierarchy under
-// ssi-lab/<lab>, their CPU quota, and the processes in them: listing and
-// killing a node's processes goes through its cgroups.
+// ssi-lab/<lab>, their limits (limits.go), and the processes in them:
+// listing and killing a node's processes goes through its cgroups.
 type cgroups struct {
-	lab   string  // the lab's name
-	quota float64 // CPUs per node; 0: unlimited
+	lab    string    // the lab's name
+	quotas []float64 // CPUs, one for every node or one per node; 0: unlimited
+	mems   []uint64  // memory bytes, likewise
 }
 
 func contains(list []string, s string) bool {
@@ -112,28 +113,7 @@ func (c *cgroups) buildCgroups(k int) error {
 			return err
 		}
 	}
-	if c.quota > 0 {
-		return c.setCPUQuota(k, c.quota)
-	}
 	return nil
-}
-
-// setCPUQuota lets node k use cpus CPUs' worth of time per period.
-func (c *cgroups) setCPUQuota(k int, cpus float64) error {
-	const period = 100000
-	quota := strconv.Itoa(int(cpus * period))
-	for _, d := range c.cgroupDirs(k) {
-		if _, err := os.Stat(filepath.Join(d, "cpu.max")); err == nil {
-			return os.WriteFile(filepath.Join(d, "cpu.max"), []byte(quota+" "+strconv.Itoa(period)), 0o644)
-		}
-		if _, err := os.Stat(filepath.Join(d, "cpu.cfs_quota_us")); err == nil {
-			if err := os.WriteFile(filepath.Join(d, "cpu.cfs_period_us"), []byte(strconv.Itoa(period)), 0o644); err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(d, "cpu.cfs_quota_us"), []byte(quota), 0o644)
-		}
-	}
-	return errors.New("no cpu controller: cannot set --cpu-quota")
 }
 
 func (c *cgroups) cgroupsExist(k int) bool {

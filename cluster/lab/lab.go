@@ -28,11 +28,15 @@ var ErrNoNode = errors.New("no such node")
 // Options configure a lab. Zero values are filled from the lab's record
 // when it exists.
 type Options struct {
-	Name     string  // up to 8 lowercase letters or digits
-	Dir      string  // parent of the lab's own directory
-	Subnet   string  // IPv4 prefix, /24 or wider
-	Nodes    int     // for Up
-	CPUQuota float64 // CPUs per node; 0: unlimited
+	Name   string // up to 8 lowercase letters or digits
+	Dir    string // parent of the lab's own directory
+	Subnet string // IPv4 prefix, /24 or wider
+	Nodes  int    // for Up
+	// CPUQuota (CPUs) and MemLimit (bytes) are each one value for every
+	// node or one per node, node1 first; 0: unlimited. nil keeps what
+	// the lab's record says.
+	CPUQuota []float64
+	MemLimit []uint64
 	// Binary is the ssi binary run as each node's agent; empty runs no
 	// agents (a lab of bare nodes, for tests of lower layers).
 	Binary string
@@ -77,8 +81,11 @@ func Open(opts Options) (*Lab, error) {
 			l.opts.Binary = rec.Binary
 			l.opts.AgentArgs = rec.AgentArgs
 		}
-		if l.opts.CPUQuota == 0 {
-			l.opts.CPUQuota = rec.CPUQuota
+		if l.opts.CPUQuota == nil {
+			l.opts.CPUQuota = rec.cpuQuotas()
+		}
+		if l.opts.MemLimit == nil {
+			l.opts.MemLimit = rec.MemLimits
 		}
 		l.token = rec.Token
 	}
@@ -89,7 +96,7 @@ func Open(opts Options) (*Lab, error) {
 	}
 	// The parts are made from the options as completed by the record.
 	l.network = network{layout: l.layout, subnet: l.opts.Subnet}
-	l.cgroups = cgroups{lab: l.opts.Name, quota: l.opts.CPUQuota}
+	l.cgroups = cgroups{lab: l.opts.Name, quotas: l.opts.CPUQuota, mems: l.opts.MemLimit}
 	l.mountNS = mountNS{layout: l.layout}
 	l.agents = agents{layout: l.layout, cg: l.cgroups, nw: l.network,
 		binary: l.opts.Binary, args: l.opts.AgentArgs}
@@ -107,7 +114,7 @@ func (l *Lab) writeRecord() error {
 		return fmt.Errorf("lab token: %w", err)
 	}
 	b, _ := json.MarshalIndent(record{
-		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuota: l.opts.CPUQuota,
+		Nodes: l.opts.Nodes, Subnet: l.opts.Subnet, CPUQuotas: l.opts.CPUQuota, MemLimits: l.opts.MemLimit,
 		Binary: l.opts.Binary, AgentArgs: l.opts.AgentArgs,
 	}, "", "  ")
 	return transport.WriteSecretFile(l.recordFile(), append(b, '\n'))
@@ -122,6 +129,9 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	if _, err := l.Addr(nodeName(l.opts.Nodes)); err != nil {
 		return err
+	}
+	if err := l.checkLimits(l.opts.Nodes); err != nil {
+		return fmt.Errorf("lab up: %w", err)
 	}
 	if err := os.MkdirAll(l.root, 0o755); err != nil {
 		return err
@@ -170,6 +180,9 @@ func (l *Lab) ensureNode(ctx context.Context, k int) error {
 		if err := l.buildNode(k); err != nil {
 			return err
 		}
+	}
+	if err := l.applyLimits(k); err != nil {
+		return fmt.Errorf("limits: %w", err)
 	}
 	addr, _ := l.Addr(nodeName(k))
 	if l.opts.Binary == "" {

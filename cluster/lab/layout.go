@@ -13,15 +13,27 @@ import (
 // record is what Up leaves in lab.json so that later commands (exec, kill,
 // start) act on the lab as it was built.
 type record struct {
-	Nodes     int      `json:"nodes"`
-	Subnet    string   `json:"subnet"`
-	CPUQuota  float64  `json:"cpu_quota"`
+	Nodes     int       `json:"nodes"`
+	Subnet    string    `json:"subnet"`
+	CPUQuotas []float64 `json:"cpu_quotas,omitempty"`
+	MemLimits []uint64  `json:"mem_limits,omitempty"`
+	// CPUQuota is the one quota of every node, in labs made before
+	// quotas per node.
+	CPUQuota  float64  `json:"cpu_quota,omitempty"`
 	Binary    string   `json:"binary"`
 	AgentArgs []string `json:"agent_args"`
 	// Token is where labs made by older versions kept the join token;
 	// it now lives in its own file (layout.tokenFile), and a record
 	// rewritten drops it.
 	Token string `json:"token,omitempty"`
+}
+
+// cpuQuotas are the record's CPU quotas, from either form.
+func (r *record) cpuQuotas() []float64 {
+	if r.CPUQuotas == nil && r.CPUQuota > 0 {
+		return []float64{r.CPUQuota}
+	}
+	return r.CPUQuotas
 }
 
 // layout owns where a lab's things are and what they are called: the lab's

@@ -61,6 +61,11 @@ type NodeStatus struct {
 	AgentPid    int    `json:"agent_pid,omitempty"`
 	AgentUp     bool   `json:"agent_up"`
 	Procs       int    `json:"procs"`
+	// CPUQuota (CPUs) and MemLimit (bytes) are its limits, 0 for none;
+	// MemUsed is what its memory cgroup charges now.
+	CPUQuota float64 `json:"cpu_quota"`
+	MemLimit uint64  `json:"mem_limit"`
+	MemUsed  uint64  `json:"mem_used"`
 }
 
 // Status reports every node of the lab.
@@ -84,6 +89,8 @@ func (l *Lab) Status(ctx context.Context) ([]NodeStatus, error) {
 			cancel()
 		}
 		st.Procs = len(l.cgroupPids(k))
+		st.CPUQuota, st.MemLimit = l.limits(k)
+		st.MemUsed = l.memUsed(k)
 		out = append(out, st)
 	}
 	return out, nil

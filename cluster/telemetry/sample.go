@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -181,37 +180,73 @@ func procStatUsage() (time.Duration, bool) {
 	return time.Duration(busy) * time.Second / clockTick, true
 }
 
-var memOnce sync.Once
-var memLimit uint64
-
-// memInfo returns total and available memory, capped by a lab node's
-// memory limit.
+// memInfo returns the node's memory and how much of it is free: the
+// machine's, or, in a lab node with a memory limit, the limit and the
+// headroom under it. The kernel OOM-kills within a cgroup at its limit
+// whatever the machine has free, so that headroom is what the balancer
+// must see to usher a process away in time.
 func memInfo() (total, free uint64) {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0, 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	total, free = parseMeminfo(string(b))
+	if dir, v2, ok := labCgroup("memory"); ok {
+		files := [3]string{"memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat"}
+		if v2 {
+			files = [3]string{"memory.max", "memory.current", "memory.stat"}
+		}
+		var text [3]string
+		for i, f := range files {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			text[i] = string(b)
+		}
+		if limit, headroom, ok := cgroupMem(text[0], text[1], text[2]); ok && limit < total {
+			total, free = limit, min(free, headroom)
+		}
+	}
+	return total, free
+}
+
+// parseMeminfo reads MemTotal and MemAvailable from /proc/meminfo.
+func parseMeminfo(text string) (total, avail uint64) {
+	for _, line := range strings.Split(text, "\n") {
 		var v uint64
 		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &v); err == nil {
 			total = v << 10
 		}
 		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &v); err == nil {
-			free = v << 10
+			avail = v << 10
 		}
 	}
-	memOnce.Do(func() {
-		if dir, _, ok := labCgroup("memory"); ok {
-			if n, ok := readInt(filepath.Join(dir, "memory.limit_in_bytes")); ok && n > 0 {
-				memLimit = uint64(n)
-			}
-		}
-	})
-	if memLimit > 0 && memLimit < total {
-		total = memLimit
-		free = min(free, total)
+	return total, avail
+}
+
+// cgroupMem reads a memory cgroup's limit and its headroom from the
+// texts of its limit (v1 memory.limit_in_bytes or v2 memory.max), usage
+// (memory.usage_in_bytes or memory.current) and memory.stat: the limit
+// less what is used, where the inactive page cache counts as free (the
+// kernel reclaims it before it OOM-kills). Not ok if there is no limit.
+func cgroupMem(limit, usage, stat string) (total, free uint64, ok bool) {
+	total, err1 := strconv.ParseUint(strings.TrimSpace(limit), 10, 64)
+	used, err2 := strconv.ParseUint(strings.TrimSpace(usage), 10, 64)
+	if err1 != nil || err2 != nil || total == 0 {
+		return 0, 0, false // "max", or no such file
 	}
-	return total, free
+	// v1's total_inactive_file counts the node's job cgroups too; v2's
+	// inactive_file always does.
+	inactive := map[string]uint64{}
+	for _, line := range strings.Split(stat, "\n") {
+		if k, v, found := strings.Cut(line, " "); found && (k == "total_inactive_file" || k == "inactive_file") {
+			inactive[k], _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	cache, ok := inactive["total_inactive_file"]
+	if !ok {
+		cache = inactive["inactive_file"]
+	}
+	used -= min(used, cache)
+	return total, total - min(total, used), true
 }
 
 func readInt(path string) (int64, bool) {

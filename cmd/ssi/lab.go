@@ -8,12 +8,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"ssi/cluster/lab"
+	"ssi/configs"
 )
 
 func newLabCmd() *cobra.Command {
@@ -43,7 +46,8 @@ its own cgroup, and its own agent. Nodes are named node1..nodeN.`,
 }
 
 // openLab opens the lab named by --name or the configuration.
-func openLab(cmd *cobra.Command, nodes int, quota float64, withAgents bool) (*lab.Lab, error) {
+// quotas and mems are the nodes' limits, nil to keep the lab's.
+func openLab(cmd *cobra.Command, nodes int, quotas []float64, mems []uint64, withAgents bool) (*lab.Lab, error) {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return nil, err
@@ -54,7 +58,7 @@ func openLab(cmd *cobra.Command, nodes int, quota float64, withAgents bool) (*la
 	}
 	opts := lab.Options{
 		Name: name, Dir: cfg.Lab.Dir, Subnet: cfg.Lab.Subnet, Nodes: nodes,
-		CPUQuota: quota, Out: cmd.OutOrStdout(),
+		CPUQuota: quotas, MemLimit: mems, Out: cmd.OutOrStdout(),
 	}
 	if withAgents {
 		exe, err := os.Executable()
@@ -72,22 +76,27 @@ func openLab(cmd *cobra.Command, nodes int, quota float64, withAgents bool) (*la
 
 func newLabUpCmd() *cobra.Command {
 	var nodes int
-	var quota float64
+	var quota, mem string
 	var noAgents bool
 	cmd := &cobra.Command{
-		Use:     "up",
-		Short:   "Build (or complete) the lab; idempotent",
-		Example: "  ssi lab up --nodes 3\n  ssi lab up --nodes 4 --cpu-quota 0.5",
-		Args:    cobra.NoArgs,
+		Use:   "up",
+		Short: "Build (or complete) the lab; idempotent",
+		Long: `Build (or complete) the lab; idempotent. --cpu-quota and --mem-limit
+take one value for every node or one per node (node1 first); a lab brought
+up again without them keeps its limits, and with them changes them.`,
+		Example: "  ssi lab up --nodes 3\n  ssi lab up --nodes 4 --cpu-quota 0.5\n" +
+			"  ssi lab up --nodes 4 --cpu-quota 1,0.5,0.5,0.5 --mem-limit 512M,2G,2G,2G",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("cpu-quota") {
-				cfg, err := loadConfig(cmd)
-				if err != nil {
-					return err
-				}
-				quota = cfg.Lab.CPUQuota
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
 			}
-			l, err := openLab(cmd, nodes, quota, !noAgents)
+			quotas, mems, err := labLimits(cmd, cfg.Lab.CPUQuota, cfg.Lab.MemLimit, quota, mem)
+			if err != nil {
+				return err
+			}
+			l, err := openLab(cmd, nodes, quotas, mems, !noAgents)
 			if err != nil {
 				return err
 			}
@@ -99,9 +108,37 @@ func newLabUpCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
-	cmd.Flags().Float64Var(&quota, "cpu-quota", 0, "CPUs per node (cgroup CPU quota); 0: no limit")
+	cmd.Flags().StringVar(&quota, "cpu-quota", "", "CPUs per node (cgroup CPU quota), one for all or one per node (1,0.5,0.5); 0: no limit (default lab.cpu_quota)")
+	cmd.Flags().StringVar(&mem, "mem-limit", "", "memory per node (cgroup limit, e.g. 512M), one for all or one per node (512M,2G); 0: no limit (default lab.mem_limit)")
 	cmd.Flags().BoolVar(&noAgents, "no-agents", false, "build bare nodes without agents")
 	return cmd
+}
+
+// labLimits are the limits lab up gives its nodes: the flags', else the
+// configuration's; nil (keep the lab's) where neither says more than
+// the default, no limit.
+func labLimits(cmd *cobra.Command, cfgQuota, cfgMem, flagQuota, flagMem string) ([]float64, []uint64, error) {
+	if !cmd.Flags().Changed("cpu-quota") {
+		flagQuota = cfgQuota
+	}
+	if !cmd.Flags().Changed("mem-limit") {
+		flagMem = cfgMem
+	}
+	quotas, err := configs.ParseCPUQuotas(flagQuota)
+	if err != nil {
+		return nil, nil, err
+	}
+	mems, err := configs.ParseMemLimits(flagMem)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !cmd.Flags().Changed("cpu-quota") && slices.Equal(quotas, []float64{0}) {
+		quotas = nil
+	}
+	if !cmd.Flags().Changed("mem-limit") && slices.Equal(mems, []uint64{0}) {
+		mems = nil
+	}
+	return quotas, mems, nil
 }
 
 func newLabDownCmd() *cobra.Command {
@@ -110,7 +147,7 @@ func newLabDownCmd() *cobra.Command {
 		Short: "Remove every namespace, mount, cgroup, bridge and process of the lab; safe to run twice",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := openLab(cmd, 0, 0, false)
+			l, err := openLab(cmd, 0, nil, nil, false)
 			if err != nil {
 				return err
 			}
@@ -133,7 +170,7 @@ func newLabExecCmd() *cobra.Command {
 			if dash := cmd.ArgsLenAtDash(); dash != 1 {
 				return errors.New("usage: ssi lab exec NODE -- CMD [ARGS...]")
 			}
-			l, err := openLab(cmd, 0, 0, false)
+			l, err := openLab(cmd, 0, nil, nil, false)
 			if err != nil {
 				return err
 			}
@@ -164,7 +201,7 @@ func newLabNodeCmd(name, short string, do func(*cobra.Command, *lab.Lab, string)
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := openLab(cmd, 0, 0, name == "start")
+			l, err := openLab(cmd, 0, nil, nil, name == "start")
 			if err != nil {
 				return err
 			}
@@ -184,7 +221,7 @@ func newLabStatusCmd() *cobra.Command {
 		Short: "Show the lab's nodes: address, agent, partition, processes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := openLab(cmd, 0, 0, false)
+			l, err := openLab(cmd, 0, nil, nil, false)
 			if err != nil {
 				return err
 			}
@@ -198,7 +235,7 @@ func newLabStatusCmd() *cobra.Command {
 				return enc.Encode(st)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tADDR\tSTATE\tAGENT\tNET\tPROCS")
+			fmt.Fprintln(w, "NODE\tADDR\tSTATE\tAGENT\tNET\tPROCS\tCPUS\tMEM")
 			for _, n := range st {
 				state, agent, net := "up", "-", "connected"
 				if !n.Whole {
@@ -215,7 +252,14 @@ func newLabStatusCmd() *cobra.Command {
 				if n.Partitioned {
 					net = "partitioned"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Addr, state, agent, net, n.Procs)
+				cpus, mem := "-", humanBytes(n.MemUsed)
+				if n.CPUQuota > 0 {
+					cpus = strconv.FormatFloat(n.CPUQuota, 'g', -1, 64)
+				}
+				if n.MemLimit > 0 {
+					mem += "/" + humanBytes(n.MemLimit)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, n.Addr, state, agent, net, n.Procs, cpus, mem)
 			}
 			return w.Flush()
 		},
