@@ -28,11 +28,7 @@ func TestBalance(t *testing.T) {
 		}
 	}
 	b := &balLab{migLab: &migLab{clusterLab: c, dir: t.TempDir()}, u: asUser{1000, "-uid1000"}}
-	for p := b.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, b.dir)
 	t.Run("busy processes spread and stay", func(t *testing.T) { testBalanceSpread(t, b.with(t)) })
 	t.Run("lock, stay and block are respected", func(t *testing.T) { testBalanceSwitches(t, b.with(t)) })
 	t.Run("drain moves a node's processes live", func(t *testing.T) { testBalanceDrain(t, b.with(t)) })

@@ -190,11 +190,7 @@ func TestHomeLimitsAndCrash(t *testing.T) {
 func TestHomePathBackend(t *testing.T) {
 	needRoot(t)
 	shared := t.TempDir()
-	for p := shared; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, shared)
 	if err := os.Chmod(shared, 0o777); err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,44 @@ func memHelper(args []string) int {
 	}
 }
 
+// openToAll lets every user reach dir: its parents below the temporary
+// directory become 0755 (t.TempDir makes them 0700), so that the tests'
+// normal user runs scripts and writes files there.
+func openToAll(t *testing.T, dir string) {
+	t.Helper()
+	for p := dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// interruptRun sends ^C to the one `ssi run` whose command line starts
+// with prefix (as the host's pgrep sees it), then expects its process,
+// trapping INT, to say "caught INT" on lines and exit 42 through cmd.
+func interruptRun(t *testing.T, prefix string, lines *lineReader, cmd *exec.Cmd) {
+	t.Helper()
+	pg, err := run(cmdTimeout, nil, nil, "pgrep", "-f", "^"+prefix)
+	if err == nil && pg.code != 0 {
+		err = fmt.Errorf("pgrep: exit %d", pg.code)
+	}
+	pids := strings.Fields(pg.out)
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("finding ssi run: %q %v", pg.out, err)
+	}
+	pid, _ := strconv.Atoi(pids[0])
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := lines.next(time.Minute); err != nil || l != "caught INT\n" {
+		t.Fatalf("after ^C: %q %v", l, err)
+	}
+	err = waitFor(cmd, time.Minute)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
+		t.Fatalf("ssi run exit: %v, want 42", err)
+	}
+}
+
 // countsInOrder reports whether lines are "1".."n" (first field), each
 // once and in order, and returns n.
 func countsInOrder(text string) (int, bool) {

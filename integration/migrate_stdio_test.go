@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -95,24 +93,5 @@ func testMigrationCtrlC(t *testing.T, lab *migLab) {
 	cpid := m.cpidOf(t, "trapint.sh")
 	m.must("exec", "node2", "--", ssiBin, "migrate", cpid, "node3")
 	// The caller's ssi run (inside node2) gets the ^C.
-	pg, err := run(cmdTimeout, nil, nil, "pgrep", "-f", "^"+regexpQuote(ssiBin)+" run -- "+regexpQuote(script))
-	out := pg.out
-	if err == nil && pg.code != 0 {
-		err = fmt.Errorf("pgrep: exit %d", pg.code)
-	}
-	pids := strings.Fields(out)
-	if err != nil || len(pids) != 1 {
-		t.Fatalf("finding ssi run: %q %v", out, err)
-	}
-	pid, _ := strconv.Atoi(pids[0])
-	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := lines.next(time.Minute); err != nil || l != "caught INT\n" {
-		t.Fatalf("after ^C: %q %v", l, err)
-	}
-	err = waitFor(cmd, time.Minute)
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
-		t.Fatalf("ssi run exit: %v, want 42", err)
-	}
+	interruptRun(t, regexpQuote(ssiBin)+" run -- "+regexpQuote(script), lines, cmd)
 }

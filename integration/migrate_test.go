@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,11 +13,7 @@ func TestMigration(t *testing.T) {
 	c.agree("node1", three, 10*time.Second)
 	m := &migLab{clusterLab: c, dir: t.TempDir()}
 	// The tests' normal user runs the scripts there too.
-	for p := m.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, m.dir)
 
 	for _, u := range asWhom {
 		t.Run("counter hops node1 node2 node3 home"+u.suffix, func(t *testing.T) { testMigrationHops(t, m, u) })

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -21,11 +20,7 @@ func TestPlace(t *testing.T) {
 	c := newClusterLab(t, "itplace", "10.213.90.0/24", "--nodes", "3")
 	c.agree("node1", three, 30*time.Second)
 	m := &migLab{clusterLab: c, dir: t.TempDir()}
-	for p := m.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, m.dir)
 	work := filepath.Join(m.dir, "work dir")
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)
@@ -157,22 +152,7 @@ func testPlaceSignals(t *testing.T, m *migLab, u asUser, work string) {
 		t.Fatalf("first line: %q %v", l, err)
 	}
 	checkPlacedOnNode2(t, m, m.cpidOf(t, name), u.uid)
-	pg, err := run(cmdTimeout, nil, nil, "pgrep", "-f", "^"+regexpQuote(ssiBin)+" run --node node2 -- "+regexpQuote(script))
-	pids := strings.Fields(pg.out)
-	if err != nil || len(pids) != 1 {
-		t.Fatalf("finding ssi run: %q %v", pg.out, err)
-	}
-	pid, _ := strconv.Atoi(pids[0])
-	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := lines.next(time.Minute); err != nil || l != "caught INT\n" {
-		t.Fatalf("after ^C: %q %v", l, err)
-	}
-	err = waitFor(cmd, time.Minute)
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
-		t.Fatalf("ssi run exit: %v, want 42", err)
-	}
+	interruptRun(t, regexpQuote(ssiBin)+" run --node node2 -- "+regexpQuote(script), lines, cmd)
 }
 
 // testPlaceDetached: -d prints the cpid at once, of a process that runs

@@ -245,11 +245,7 @@ func TestSecurityHomeSymlinkRace(t *testing.T) {
 func sharedHome(t *testing.T) (shared, own string) {
 	t.Helper()
 	shared = t.TempDir()
-	for p := shared; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, shared)
 	own = filepath.Join(shared, "u1000")
 	if err := os.Mkdir(own, 0o755); err != nil {
 		t.Fatal(err)

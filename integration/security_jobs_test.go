@@ -22,11 +22,7 @@ func TestSecurityJobs(t *testing.T) {
 	c := newClusterLab(t, "itsecjob", "10.213.86.0/24", "--nodes", "2")
 	c.agree("node1", []string{"node1", "node2"}, 30*time.Second)
 	m := &migLab{clusterLab: c, dir: t.TempDir()}
-	for p := m.dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, m.dir)
 	// The user's jobs report into a directory of the user's, on the
 	// host's file system, which every node sees.
 	out := filepath.Join(m.dir, "out")

@@ -21,11 +21,7 @@ import (
 func TestSecurityMove(t *testing.T) {
 	dir := t.TempDir()
 	// The test's user runs the script there.
-	for p := dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openToAll(t, dir)
 	// The destination pauses every arrival between its check of the
 	// files and CRIU's restore until this file exists (SSI_PAUSE_RESTORE).
 	release := filepath.Join(dir, "release")
